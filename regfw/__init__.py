@@ -1,0 +1,46 @@
+"""regfw: declarative weight-regularization experiments for Keras 3.
+
+The Python API (usable from a notebook):
+
+    cfg = regfw.compose(["penalty=orthogonal", "penalty.scale=1e-4"])
+    model = regfw.build_model(cfg)      # compiled keras.Model, penalties attached
+    metrics = regfw.train(cfg)          # fits, writes outputs, returns final metrics
+    regfw.penalties.get("l1", alpha=0.1, scale=1e-3)
+
+Importing `regfw` does not import TensorFlow; `build_model`, `train` and `regfw.penalties` do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from regfw.config import compose
+
+if TYPE_CHECKING:
+    import keras
+    from omegaconf import DictConfig
+
+__all__ = ["build_model", "compose", "penalties", "train"]
+__version__ = "0.1.0"
+
+
+def build_model(cfg: DictConfig) -> keras.Model:
+    """Returns the compiled Keras model for `cfg`, with its penalties attached."""
+    from regfw.trainer import build_model as _build_model
+
+    return _build_model(cfg)
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Trains the model `cfg` describes; returns the final metrics (see `regfw.trainer.train`)."""
+    from regfw.trainer import train as _train
+
+    return _train(cfg, output_dir)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "penalties":
+        return importlib.import_module("regfw.penalties")
+    raise AttributeError(f"module 'regfw' has no attribute {name!r}")

@@ -1,0 +1,90 @@
+"""Keras callbacks: per-epoch penalty values, and TensorBoard logging of regfw's own tags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from regfw.attach import PenaltyTerm
+
+# Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
+OWN_KEYS = ("data_loss", "penalty/")
+
+
+def is_own_key(key: str) -> bool:
+    """Whether a log key is one of regfw's (with or without Keras's `val_` prefix)."""
+    key = key.removeprefix("val_")
+    return any(key == k or (k.endswith("/") and key.startswith(k)) for k in OWN_KEYS)
+
+
+def penalty_values(terms: list[PenaltyTerm]) -> dict[str, float]:
+    """Returns `penalty/<term>` (the scaled amount each term adds to the loss) and `penalty/total`.
+
+    Args:
+        terms: The model's penalty terms.
+    """
+    values = {
+        f"penalty/{t.name}": float(sum(ops.convert_to_numpy(t.penalty(v)) for v in t.variables))
+        for t in terms
+    }
+    values["penalty/total"] = float(sum(values.values()))
+    return values
+
+
+class PenaltyMonitor(keras.callbacks.Callback):
+    """Adds the current penalty values to the epoch logs, for History, TensorBoard and metrics.
+
+    Args:
+        terms: The model's penalty terms.
+    """
+
+    def __init__(self, terms: list[PenaltyTerm]) -> None:
+        super().__init__()
+        self.terms = terms
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs.update(penalty_values(self.terms))
+
+
+class RegfwTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, plus regfw's tags and the run's config as a text summary.
+
+    Keras's own metrics keep their `epoch_<name>` tags; regfw's keys (`data_loss`,
+    `penalty/total`, `penalty/<term>`) are written under exactly those names, in `train/` or, for
+    `val_` keys, in `validation/`.
+
+    Args:
+        config_yaml: The composed config, written once as the `config` text summary.
+        **kwargs: Passed to `keras.callbacks.TensorBoard`.
+    """
+
+    def __init__(self, config_yaml: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config_yaml = config_yaml
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.config_yaml:
+            text = "\n".join("    " + line for line in self.config_yaml.splitlines())
+            with self._train_writer.as_default():
+                tf.summary.text("config", text, step=0)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        super().on_epoch_end(epoch, {k: v for k, v in logs.items() if not is_own_key(k)})
+        own = {k: v for k, v in logs.items() if is_own_key(k)}
+        for writer, prefix in ((self._train_writer, ""), (self._val_writer, "val_")):
+            items = {
+                k.removeprefix(prefix): v
+                for k, v in own.items()
+                if k.startswith("val_") == bool(prefix)
+            }
+            if items:
+                with writer.as_default():
+                    for tag, value in items.items():
+                        tf.summary.scalar(tag, value, step=epoch)
+                writer.flush()

@@ -1,0 +1,41 @@
+"""Where the config tree lives and how to compose it outside the command line (no TensorFlow)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment")
+
+
+def conf_dir() -> Path:
+    """Returns the absolute path of the config tree (`conf/` of a checkout or installed)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"regfw's config tree (conf/config.yaml) is not beside {package}")
+
+
+def group_options(group: str) -> list[str]:
+    """Returns the option names of a config group (the YAML files in `conf/<group>/`)."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Composes the config as `python train.py <overrides>` would, from any working directory.
+
+    Args:
+        overrides: Command-line style overrides, e.g. `["penalty=l1", "penalty.scale=1e-3"]`.
+        config_name: The primary config file in `conf/`.
+
+    Returns:
+        The composed config, with Hydra's own `hydra` node removed.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

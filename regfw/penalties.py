@@ -1,0 +1,234 @@
+"""Weight penalties: Keras regularizers written with `keras.ops` only, plus their registry.
+
+Every penalty is a `keras.regularizers.Regularizer` whose `__call__(w)` returns `scale * value(w)`.
+The scale lives in a non-trainable `keras.Variable`, so it can change during training without
+retracing the compiled train step. Values are computed in float32 for float16/bfloat16 weights.
+
+Use `get(name, **params)` to build one, `available()` to list names and `register(name)` to add your
+own (a `Penalty` subclass, or a function `fn(w, **params) -> scalar`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+from regfw.registry import Registry
+
+_REGISTRY: Registry[type[Penalty]] = Registry("penalty")
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def check_scale(scale: Any) -> float:
+    """Returns `scale` as a float.
+
+    Raises:
+        ValueError: If `scale` is not a finite number >= 0.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return float(scale)
+
+
+class Penalty(keras.regularizers.Regularizer):
+    """Base class: `scale * value(w)`, with the scale in a non-trainable variable.
+
+    Subclasses implement `value(w)` with `keras.ops` and pass their parameters to `__init__` as
+    keyword arguments, which makes `get_config` round-trip.
+
+    Args:
+        scale: Multiplier of the penalty; a finite number >= 0.
+        **params: The penalty's own parameters, stored in `self.params`.
+    """
+
+    name: str = ""
+
+    def __init__(self, scale: float = 1.0, **params: Any) -> None:
+        self.params = params
+        self._scale_value = check_scale(scale)
+        self._scale = keras.Variable(
+            self._scale_value, trainable=False, dtype="float32", name="penalty_scale"
+        )
+
+    @property
+    def scale(self) -> float:
+        """The current scale, as it was given (a Python float, not rounded to float32)."""
+        return self._scale_value
+
+    @property
+    def scale_variable(self) -> keras.Variable:
+        """The variable holding the scale (assign to it to change the scale without retracing)."""
+        return self._scale
+
+    def set_scale(self, scale: float) -> None:
+        """Sets the scale; takes effect at the next step, without retracing."""
+        self._scale_value = check_scale(scale)
+        self._scale.assign(self._scale_value)
+
+    def value(self, w: Any) -> Any:
+        """Returns the unscaled penalty of one weight tensor."""
+        raise NotImplementedError
+
+    def __call__(self, w: Any) -> Any:
+        if str(w.dtype) in _LOW_PRECISION or not str(w.dtype).startswith("float"):
+            w = ops.cast(w, "float32")
+        value = self.value(w)
+        return ops.cast(self._scale, value.dtype) * value
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, **self.params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def register(name: str) -> Callable[[Any], Any]:
+    """Registers a penalty under `name` (decorator); a taken name is an error.
+
+    The decorated object is either a `Penalty` subclass, or a function `fn(w, **params)` returning
+    a scalar written with `keras.ops`; a function is wrapped in a `Penalty` subclass whose
+    parameters are the function's keyword arguments (with their defaults) plus `scale`.
+
+    Example:
+        >>> @register("l4")
+        ... def l4(w):
+        ...     return keras.ops.sum(w**4)
+
+    Raises:
+        ValueError: If `name` is already registered.
+    """
+
+    def decorator(obj: Any) -> Any:
+        cls = obj if isinstance(obj, type) else _penalty_class_from_function(name, obj)
+        if not issubclass(cls, Penalty):
+            raise TypeError(f"register('{name}') expects a Penalty subclass or a function.")
+        _REGISTRY.add(name, cls)
+        cls.name = name
+        return obj
+
+    return decorator
+
+
+def get(name: str, **params: Any) -> Penalty:
+    """Builds the penalty registered under `name` with `params` (including `scale`).
+
+    Raises:
+        regfw.registry.UnknownNameError: If `name` is not registered (lists the available names).
+        TypeError: If a parameter is not one the penalty takes.
+    """
+    cls = _REGISTRY.lookup(name)
+    try:
+        inspect.signature(cls).bind(**params)
+    except TypeError:
+        allowed = ", ".join(inspect.signature(cls).parameters)
+        raise TypeError(
+            f"penalty '{name}' got parameters {sorted(params)}; it takes: {allowed}"
+        ) from None
+    return cls(**params)
+
+
+def available() -> list[str]:
+    """Returns the registered penalty names, sorted."""
+    return _REGISTRY.names()
+
+
+def _penalty_class_from_function(name: str, fn: Callable[..., Any]) -> type[Penalty]:
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+
+    class FunctionPenalty(Penalty):
+        def __init__(self, scale: float = 1.0, **params: Any) -> None:
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
+            super().__init__(scale, **{**defaults, **params})
+
+        def value(self, w: Any) -> Any:
+            return fn(w, **self.params)
+
+    FunctionPenalty.__name__ = FunctionPenalty.__qualname__ = f"{fn.__name__}_penalty"
+    FunctionPenalty.__doc__ = fn.__doc__
+    return FunctionPenalty
+
+
+def as_matrix(w: Any) -> Any:
+    """Reshapes a weight to (-1, last_dim): rows are inputs, columns are output units/filters."""
+    return ops.reshape(w, (-1, w.shape[-1]))
+
+
+@register("clip")
+class ClipDeviation(Penalty):
+    """Squared deviation from a clipping range: `sum((w - clip(w, lower, upper))^2)`.
+
+    The article's example 1 (default scale 0.01, bounds -1 and 1). Smooth everywhere.
+    """
+
+    def __init__(self, scale: float = 0.01, lower: float = -1.0, upper: float = 1.0) -> None:
+        lower, upper = float(lower), float(upper)
+        if lower > upper:
+            raise ValueError(f"clip needs lower <= upper, got lower={lower}, upper={upper}")
+        super().__init__(scale, lower=lower, upper=upper)
+
+    def value(self, w: Any) -> Any:
+        clipped = ops.clip(w, self.params["lower"], self.params["upper"])
+        return ops.sum(ops.square(w - clipped))
+
+
+@register("l1")
+class L1(Penalty):
+    """Sparsity: `alpha * sum(|w|)`.
+
+    The article's example 2 (default alpha 0.1, scale 0.001). Kinked at 0 (subgradient 0 there).
+    """
+
+    def __init__(self, scale: float = 0.001, alpha: float = 0.1) -> None:
+        super().__init__(scale, alpha=float(alpha))
+
+    def value(self, w: Any) -> Any:
+        return self.params["alpha"] * ops.sum(ops.abs(w))
+
+
+@register("l2")
+class L2(Penalty):
+    """Squared magnitude: `sum(w^2)` (default scale 1e-4). Smooth everywhere."""
+
+    def __init__(self, scale: float = 1e-4) -> None:
+        super().__init__(scale)
+
+    def value(self, w: Any) -> Any:
+        return ops.sum(ops.square(w))
+
+
+@register("orthogonal")
+class Orthogonal(Penalty):
+    """Deviation from orthonormal columns: `||W^T W - I||_F^2`, W = w reshaped to (-1, last_dim).
+
+    The article's example 3 (default scale 1e-4). For a wide W of shape (m, n), m < n, it is
+    computed on the smaller Gram matrix with the identity
+    `||W^T W - I_n||^2 = ||W W^T - I_m||^2 + (n - m)` (same value, same gradient, O(m n min(m, n))
+    work). Smooth everywhere.
+    """
+
+    def __init__(self, scale: float = 1e-4) -> None:
+        super().__init__(scale)
+
+    def value(self, w: Any) -> Any:
+        matrix = as_matrix(w)
+        rows, cols = math.prod(w.shape[:-1]), w.shape[-1]
+        if rows >= cols:
+            gram, size, offset = ops.matmul(ops.transpose(matrix), matrix), cols, 0
+        else:
+            gram, size, offset = ops.matmul(matrix, ops.transpose(matrix)), rows, cols - rows
+        deviation = gram - ops.eye(size, dtype=gram.dtype)
+        return ops.sum(ops.square(deviation)) + ops.cast(offset, gram.dtype)

@@ -1,0 +1,148 @@
+"""Builds the compiled model for a config, fits it and writes the run's outputs.
+
+Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event files in `train/` and
+`validation/` (Hydra adds `.hydra/` when the run comes from `train.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from regfw import atomic, data, models
+from regfw.attach import PenaltyTerm, attach_penalties
+from regfw.callbacks import PenaltyMonitor, RegfwTensorBoard
+from regfw.schema import validate
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "adamw": keras.optimizers.AdamW,
+}
+
+
+def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
+    """Builds the optimizer named `cfg.name` with the group's other keys as arguments.
+
+    AdamW's decoupled weight decay leaves biases out.
+    """
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
+    optimizer = OPTIMIZERS[cfg.name](**kwargs)
+    if cfg.name == "adamw":
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
+
+
+def loss_and_metrics(num_classes: int) -> tuple[str, list[Any]]:
+    """Returns the data loss and the metrics: `data_loss` (the loss without penalties), accuracy."""
+    if num_classes == 2:
+        return "binary_crossentropy", [
+            keras.metrics.BinaryCrossentropy(name="data_loss"),
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+        ]
+    return "sparse_categorical_crossentropy", [
+        keras.metrics.SparseCategoricalCrossentropy(name="data_loss"),
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+    ]
+
+
+def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
+    """Builds the model for `cfg`, attaches its penalty terms and compiles it.
+
+    Returns:
+        The compiled model and its penalty terms.
+    """
+    validate(cfg)
+    model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+    terms = attach_penalties(model, cfg.penalty)
+    loss, metrics = loss_and_metrics(cfg.data.num_classes)
+    model.compile(optimizer=build_optimizer(cfg.optimizer), loss=loss, metrics=metrics)
+    return model, terms
+
+
+def build_model(cfg: DictConfig) -> keras.Model:
+    """Returns the compiled Keras model for `cfg`, penalties attached (see `build`)."""
+    return build(cfg)[0]
+
+
+def default_output_dir() -> Path:
+    """The run folder: Hydra's when called from `train.py`, else a new `outputs/<date>/<time>`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+
+
+def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    final = {k: float(v[-1]) for k, v in history.items()}
+    return {
+        "train": {k: v for k, v in final.items() if not k.startswith(("val_", "penalty/"))},
+        "validation": {k[4:]: v for k, v in final.items() if k.startswith("val_")},
+        "penalty": {k[8:]: v for k, v in final.items() if k.startswith("penalty/")},
+    }
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Trains the model `cfg` describes and writes the run's outputs.
+
+    Args:
+        cfg: A composed config (see `regfw.compose`).
+        output_dir: The run folder; by default Hydra's run folder or a new `outputs/<date>/<time>`.
+
+    Returns:
+        The contents of `metrics.json`: final train and validation metrics, final penalty values,
+        epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
+    """
+    validate(cfg)
+    run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(cfg.trainer.seed)
+
+    split = data.load(cfg.data, seed=cfg.trainer.seed)
+    model, terms = build(cfg)
+    callbacks = [
+        PenaltyMonitor(terms),
+        RegfwTensorBoard(
+            log_dir=str(run_dir),
+            histogram_freq=1 if cfg.trainer.histograms else 0,
+            write_graph=False,
+            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        ),
+    ]
+    start = time.perf_counter()
+    history = model.fit(
+        split.x_train,
+        split.y_train,
+        validation_data=(split.x_val, split.y_val),
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        class_weight=data.class_weights(
+            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
+            split.y_train,
+            split.num_classes,
+        ),
+        callbacks=callbacks,
+        verbose=cfg.trainer.verbose,
+        shuffle=True,
+    )
+    wall_time = time.perf_counter() - start
+    model.save(run_dir / "model.keras")
+    metrics = {
+        "status": "completed",
+        "epochs_run": len(history.epoch),
+        "wall_time_s": round(wall_time, 3),
+        "output_dir": str(run_dir),
+        **_final_metrics(history.history),
+    }
+    monitor = cfg.trainer.monitor
+    scope = metrics["validation"] if monitor.startswith("val_") else metrics["train"]
+    metrics["objective"] = {"name": monitor, "value": scope[monitor.removeprefix("val_")]}
+    atomic.write_json(run_dir / "metrics.json", metrics)
+    return metrics
