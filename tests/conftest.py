@@ -1,0 +1,68 @@
+"""Shared fixtures: subprocess runs of train.py, event-file reading, a clean Keras session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python train.py <args>` in `cwd` and returns the finished process."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """Returns a run folder's metrics.json."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def event_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Reads every scalar-like tensor summary in a TensorBoard log folder: tag -> [(step, value)]."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    scalars = {}
+    for tag in acc.Tags()["tensors"]:
+        events = acc.Tensors(tag)
+        values = [tensor_util.make_ndarray(e.tensor_proto) for e in events]
+        if all(np.ndim(v) == 0 and v.dtype.kind == "f" for v in values):
+            scalars[tag] = [(e.step, float(v)) for e, v in zip(events, values, strict=True)]
+    return scalars
+
+
+def event_tags(log_dir: Path) -> list[str]:
+    """Returns every tensor-summary tag in a TensorBoard log folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc.Tags()["tensors"]
+
+
+@pytest.fixture
+def fresh_keras():
+    """Seeds Keras and clears its session before and after an in-process training test."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()

@@ -1,0 +1,119 @@
+"""Composing every option of every group, the experiments, and the schema's checks (no TensorFlow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from regfw.config import GROUPS, compose, conf_dir, group_options
+from regfw.schema import ConfigError, validate
+
+NEEDS = {"model=cnn": ["data=digits"]}
+
+
+def test_groups_have_the_documented_options():
+    assert group_options("model") == ["cnn", "mlp"]
+    assert group_options("penalty") == ["clip", "l1", "l2", "none", "orthogonal"]
+    assert group_options("optimizer") == ["adam", "adamw", "sgd"]
+    assert group_options("data") == ["breast_cancer", "digits", "synthetic"]
+    assert group_options("trainer") == ["default"]
+    assert group_options("experiment") == ["seed_clip", "seed_orthogonal", "seed_sparsity"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{g}={o}" for g in GROUPS if g != "experiment" for o in group_options(g)],
+)
+def test_every_option_composes_and_validates(override):
+    cfg = compose([override, *NEEDS.get(override, [])])
+    validate(cfg)
+    group, option = override.split("=")
+    assert cfg[group].get("name", option) == option
+
+
+def test_default_config_is_the_documented_default_run():
+    cfg = compose([])
+    validate(cfg)
+    assert (cfg.model.name, cfg.data.name, cfg.penalty.name) == (
+        "mlp",
+        "breast_cancer",
+        "orthogonal",
+    )
+    assert cfg.penalty.scale == pytest.approx(1e-4)
+    assert cfg.optimizer.name == "adam"
+    assert list(cfg.model.units) == [64] and cfg.model.activation == "relu"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "penalty", "params"),
+    [
+        ("seed_clip", "clip", {"scale": 0.01, "lower": -1.0, "upper": 1.0, "min_ndim": 0}),
+        ("seed_sparsity", "l1", {"scale": 0.001, "alpha": 0.1, "min_ndim": 0}),
+        ("seed_orthogonal", "orthogonal", {"scale": 1e-4, "min_ndim": 2}),
+    ],
+)
+def test_experiments_are_the_articles_examples(experiment, penalty, params):
+    cfg = compose([f"+experiment={experiment}"])
+    validate(cfg)
+    assert cfg.penalty.name == penalty
+    for key, value in params.items():
+        assert cfg.penalty[key] == pytest.approx(value)
+    assert list(cfg.penalty.include) == [] and list(cfg.penalty.exclude) == []
+    assert (cfg.model.name, list(cfg.model.units), cfg.model.activation) == ("mlp", [64], "relu")
+    assert (cfg.data.name, list(cfg.data.input_shape), cfg.data.num_classes) == (
+        "synthetic",
+        [10],
+        2,
+    )
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.learning_rate == pytest.approx(1e-3)
+
+
+def test_compose_works_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert compose(["penalty=l1"]).penalty.name == "l1"
+    assert (conf_dir() / "config.yaml").is_file()
+
+
+def test_hydra_output_folders_and_chdir():
+    text = (conf_dir() / "config.yaml").read_text()
+    assert "dir: outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}" in text
+    assert "dir: outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}" in text
+    assert "chdir: false" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["penalty.scale=-1"], "penalty.scale=-1: expected a finite number >= 0"),
+        (["penalty.scale=inf"], "penalty.scale=inf: expected a finite number >= 0"),
+        (["penalty.scale=nan"], "penalty.scale=nan: expected a finite number >= 0"),
+        (["penalty.scale=abc"], "penalty.scale='abc': expected a finite number >= 0"),
+        (
+            ["penalty=clip", "penalty.lower=1", "penalty.upper=0"],
+            "penalty.lower=1: expected lower <= upper",
+        ),
+        (["trainer.epochs=0"], "trainer.epochs=0: expected an integer >= 1"),
+        (["trainer.batch_size=-4"], "trainer.batch_size=-4: expected an integer >= 1"),
+        (["trainer.epochs=2.5"], "trainer.epochs=2.5: expected an integer >= 1"),
+        (["optimizer.learning_rate=0"], "optimizer.learning_rate=0: expected a finite number > 0"),
+        (
+            ["data.validation_split=1.5"],
+            "data.validation_split=1.5: expected a finite number > 0 and < 1",
+        ),
+        (["model.units=[]"], "model.units=[]: expected a non-empty list of integers >= 1"),
+        (["model.activation=rleu"], "Did you mean 'relu'?"),
+        (["trainer.class_weight={0:1,7:2}"], "trainer.class_weight={0: 1, 7: 2}: class 7"),
+        (["trainer.class_weight=heavy"], "trainer.class_weight='heavy': expected null, 'balanced'"),
+        (["model=cnn"], "data=breast_cancer has input_shape [30]"),
+        (["penalty.min_ndim=-1"], "penalty.min_ndim=-1: expected an integer >= 0"),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose(overrides))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_valid_class_weights_pass():
+    validate(compose(["trainer.class_weight=balanced"]))
+    validate(compose(["trainer.class_weight={0:1.0,1:3.0}"]))
