@@ -1,0 +1,184 @@
+"""`python train.py` as a user runs it: real runs, their outputs, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, event_scalars, event_tags, read_metrics, run_train
+
+BAD_INPUTS = [
+    (["penalty=orthogonl"], ["penalty=orthogonl", "Did you mean 'orthogonal'?", "Available: clip"]),
+    (["model=mlpp"], ["model=mlpp", "Did you mean 'mlp'?"]),
+    (["data=digitz"], ["data=digitz", "Did you mean 'digits'?"]),
+    (["optimizer=adamm"], ["optimizer=adamm", "Did you mean 'adam'?"]),
+    (["penalty.scal=1e-4"], ["penalty.scal", "Did you mean 'penalty.scale'?"]),
+    (["trainer.epochz=3"], ["trainer.epochz", "Did you mean 'trainer.epochs'?"]),
+    (["penalty.scale=-1"], ["penalty.scale=-1", ">= 0"]),
+    (["penalty.scale=inf"], ["penalty.scale=inf", "finite"]),
+    (["penalty.scale=nan"], ["penalty.scale=nan", "finite"]),
+    (["penalty.scale=lots"], ["penalty.scale='lots'", "finite number"]),
+    (
+        ["penalty=clip", "penalty.lower=0.5", "penalty.upper=-0.5"],
+        ["penalty.lower=0.5", "lower <= upper"],
+    ),
+    (["trainer.epochs=0"], ["trainer.epochs=0", "integer >= 1"]),
+    (["trainer.batch_size=0"], ["trainer.batch_size=0", "integer >= 1"]),
+    (["optimizer.learning_rate=-0.1"], ["optimizer.learning_rate=-0.1", "> 0"]),
+    (["data.validation_split=0"], ["data.validation_split=0", "> 0 and < 1"]),
+    (["model.units=[]"], ["model.units=[]", "non-empty list"]),
+    (["trainer.class_weight={0:1,3:2}"], ["trainer.class_weight", "class 3"]),
+    (["model=cnn"], ["model", "needs image data", "data=breast_cancer"]),
+    (["-m", "penalty=l1,orthogonl"], ["penalty=orthogonl", "Did you mean 'orthogonal'?"]),
+    (["-m", "penalty.scale=1e-3,-2"], ["penalty.scale=-2", ">= 0"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, expected):
+    result = run_train(*args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: "), result.stderr
+    for text in expected:
+        assert text in lines[0]
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
+
+
+def test_selector_matching_nothing_is_a_clear_error(tmp_path):
+    result = run_train(
+        "penalty.include=[nothing/*]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "matches no weight" in result.stderr and "dense/kernel" in result.stderr
+
+
+def _modules_after(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    code = (
+        "import json, runpy, sys\n"
+        f"sys.argv = ['train.py', *{list(argv)!r}]\n"
+        "try:\n"
+        "    runpy.run_path('train.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('MODULES=' + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'tensorboard'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("MODULES="))
+    return result, json.loads(line.removeprefix("MODULES="))
+
+
+@pytest.mark.parametrize("argv", [("--cfg", "job"), ("--help",), ("penalty=l1", "--cfg", "job")])
+def test_help_and_cfg_do_not_import_tensorflow(argv):
+    result, heavy = _modules_after(*argv)
+    assert heavy == [], heavy
+    assert result.returncode == 0, result.stderr
+    if "--cfg" in argv:
+        assert "penalty:" in result.stdout and "scale:" in result.stdout
+
+
+def test_bad_input_does_not_import_tensorflow():
+    result, heavy = _modules_after("penalty.scale=-1")
+    assert heavy == []
+    assert "penalty.scale=-1" in result.stderr
+
+
+def _check_run(run_dir, penalty_terms):
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["epochs_run"] >= 1 and metrics["wall_time_s"] > 0
+    for split in ("train", "validation"):
+        assert {"loss", "data_loss", "accuracy"} <= set(metrics[split])
+    assert set(metrics["penalty"]) == {"total", *penalty_terms}
+    assert metrics["penalty"]["total"] == pytest.approx(
+        sum(metrics["penalty"][t] for t in penalty_terms)
+    )
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    train_tags = event_tags(run_dir / "train")
+    for tag in ["epoch_loss", "epoch_accuracy", "data_loss", "penalty/total", "config"]:
+        assert tag in train_tags
+    for term in penalty_terms:
+        assert f"penalty/{term}" in train_tags
+    assert any(t.endswith("/histogram") for t in train_tags)
+    validation = event_scalars(run_dir / "validation")
+    assert validation["data_loss"][-1][1] == pytest.approx(metrics["validation"]["data_loss"])
+    assert validation["epoch_loss"][-1][1] == pytest.approx(metrics["validation"]["loss"])
+    return metrics
+
+
+def test_default_run(tmp_path):
+    result = run_train(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
+    metrics = _check_run(run_dir, ["orthogonal"])
+    assert metrics["epochs_run"] == 10
+    assert metrics["validation"]["accuracy"] > 0.9  # breast cancer is easy; the model learned
+    assert metrics["objective"]["name"] == "val_data_loss"
+
+
+def test_clip_run_with_sgd(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(
+        "penalty=clip", "penalty.lower=-0.5", "penalty.upper=0.5", "optimizer=sgd",
+        "optimizer.learning_rate=0.01", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _check_run(run_dir, ["clip"])
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "lower: -0.5" in config and "name: sgd" in config
+
+
+@pytest.mark.parametrize(
+    ("experiment", "term"),
+    [("seed_clip", "clip"), ("seed_sparsity", "l1"), ("seed_orthogonal", "orthogonal")],
+)
+def test_article_experiments_run_and_reload_in_plain_keras(tmp_path, experiment, term):
+    run_dir = tmp_path / "run"
+    result = run_train(f"+experiment={experiment}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = _check_run(run_dir, [term])
+    code = (
+        "import json, sys, keras\n"
+        f"model = keras.saving.load_model({str(run_dir / 'model.keras')!r})\n"
+        "assert not any(m.startswith('regfw') for m in sys.modules)\n"
+        "weights = {w.path: w.numpy().tolist() for w in model.weights}\n"
+        "print(json.dumps([model.input_shape, weights]))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    input_shape, weights = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert input_shape == [None, 10]
+    assert list(weights) == ["dense/kernel", "dense/bias", "output/kernel", "output/bias"]
+    weights = [np.array(w) for w in weights.values()]
+    assert metrics["penalty"][term] == pytest.approx(ARTICLE[experiment](weights), rel=1e-5)
+
+
+def _article_clip(weights):
+    return 0.01 * sum(np.sum((w - np.clip(w, -1.0, 1.0)) ** 2) for w in weights)
+
+
+def _article_sparsity(weights):
+    return 0.001 * sum(np.sum(0.1 * np.abs(w)) for w in weights)
+
+
+def _article_orthogonal(weights):
+    return 0.0001 * sum(np.sum((w.T @ w - np.eye(w.shape[1])) ** 2) for w in weights if w.ndim > 1)
+
+
+# The article's three penalties, as its loops over model.trainable_weights compute them.
+ARTICLE = {
+    "seed_clip": _article_clip,
+    "seed_sparsity": _article_sparsity,
+    "seed_orthogonal": _article_orthogonal,
+}
