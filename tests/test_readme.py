@@ -1,0 +1,37 @@
+"""The README's examples work as written."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, read_metrics
+
+README = (REPO / "README.md").read_text()
+
+
+def _python_block(heading: str) -> str:
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_own_penalty_example_trains(tmp_path, monkeypatch, fresh_keras):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(_python_block("Your own penalty"), namespace)
+    metrics = namespace["metrics"]
+    assert set(metrics["penalty"]) == {"quartic", "total"}
+    assert read_metrics(tmp_path / "outputs" / "quartic") == metrics
+    w = np.array([[1.0, -2.0], [0.5, 0.0]], dtype="float32")
+    assert float(namespace["penalty"](w)) == pytest.approx(1e-3 * (1 + 16 + 0.0625))
+
+
+def test_quick_start_commands_are_what_ci_runs():
+    quick = README.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    assert 'pip install -e ".[dev]" && python train.py' in quick
+    assert "python -m pytest -q" in quick
+    ci = (REPO / ".ci" / "run").read_text()
+    assert 'pip install --quiet --disable-pip-version-check -e ".[dev]"' in ci
+    assert "python -m pytest -q" in ci
