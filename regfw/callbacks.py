@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import ops
+from omegaconf import DictConfig, OmegaConf
 
 from regfw.attach import PenaltyTerm
 
@@ -88,3 +90,16 @@ class RegfwTensorBoard(keras.callbacks.TensorBoard):
                     for tag, value in items.items():
                         tf.summary.scalar(tag, value, step=epoch)
                 writer.flush()
+
+
+def make_callbacks(cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm]) -> list[Any]:
+    """Returns the callbacks of a run, in order (penalty values first, so TensorBoard sees them)."""
+    return [
+        PenaltyMonitor(terms),
+        RegfwTensorBoard(
+            log_dir=str(run_dir),
+            histogram_freq=1 if cfg.trainer.histograms else 0,
+            write_graph=False,
+            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        ),
+    ]

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from regfw import atomic, data, models
 from regfw.attach import PenaltyTerm, attach_penalties
-from regfw.callbacks import PenaltyMonitor, RegfwTensorBoard
+from regfw.callbacks import make_callbacks
 from regfw.schema import validate
 
 OPTIMIZERS = {
@@ -107,15 +107,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
 
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     model, terms = build(cfg)
-    callbacks = [
-        PenaltyMonitor(terms),
-        RegfwTensorBoard(
-            log_dir=str(run_dir),
-            histogram_freq=1 if cfg.trainer.histograms else 0,
-            write_graph=False,
-            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        ),
-    ]
+    callbacks = make_callbacks(cfg, run_dir, terms)
     start = time.perf_counter()
     history = model.fit(
         split.x_train,
