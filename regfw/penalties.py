@@ -77,7 +77,8 @@ class Penalty(keras.regularizers.Regularizer):
         raise NotImplementedError
 
     def __call__(self, w: Any) -> Any:
-        if str(w.dtype) in _LOW_PRECISION or not str(w.dtype).startswith("float"):
+        dtype = keras.backend.standardize_dtype(w.dtype)
+        if dtype in _LOW_PRECISION or not dtype.startswith("float"):
             w = ops.cast(w, "float32")
         value = self.value(w)
         return ops.cast(self._scale, value.dtype) * value
