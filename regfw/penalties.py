@@ -54,7 +54,7 @@ class Penalty(keras.regularizers.Regularizer):
         self.params = params
         self._scale_value = check_scale(scale)
         self._scale = keras.Variable(
-            self._scale_value, trainable=False, dtype="float32", name="penalty_scale"
+            self._scale_value, trainable=False, dtype="float64", name="penalty_scale"
         )
 
     @property
