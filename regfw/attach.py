@@ -1,20 +1,24 @@
-"""Turns the `penalty` config into penalty terms attached to a model's weights.
+"""Turns the `penalty`, `penalties` and `constraints` config into terms attached to weights.
 
-A term is a registry-built penalty plus the weights its selectors match. Attaching sets
-`variable.regularizer`, so Keras adds the penalty to the loss exactly once per step: not weighted by
-`sample_weight` or `class_weight`, not repeated per output, scaled per replica under tf.distribute.
+A penalty term is a registry-built penalty plus the weights its selectors match. Attaching sets
+`variable.regularizer`, so Keras adds the penalty to the loss exactly once per step: not weighted
+by `sample_weight` or `class_weight`, not repeated per output, scaled per replica under
+tf.distribute. Two terms on one weight are summed (`penalties.Combined`). A constraint term sets
+`variable.constraint`, which the optimizer applies after every step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import penalties
-from regfw.schema import SELECTION_KEYS
+from regfw import constraints, penalties
+from regfw.schema import SELECTION_KEYS, ConfigError
 from regfw.selection import select_weights
+
+NOT_PARAMS = ("name", "schedule", *SELECTION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -22,30 +26,68 @@ class PenaltyTerm:
     """One penalty applied to a set of weights.
 
     Attributes:
-        name: The term's name, used in the `penalty/<name>` logs.
+        name: The term's name, used in the `penalty/<name>` and `penalty_scale/<name>` logs.
         penalty: The regularizer (`scale * value(w)`).
         variables: The weights it is attached to.
+        base_scale: The configured scale (schedules multiply it).
+        schedule: The term's `schedule` config, or None for a constant scale.
     """
 
     name: str
     penalty: penalties.Penalty
     variables: tuple[Any, ...]
+    base_scale: float = 0.0
+    schedule: dict[str, Any] | None = field(default=None)
 
 
-def penalty_specs(penalty_cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
-    """Returns `(term name, penalty config)` pairs for the `penalty` group (none: no terms)."""
-    spec = OmegaConf.to_container(penalty_cfg, resolve=True)
-    if spec["name"] == "none":
-        return []
-    return [(spec["name"], spec)]
+def term_specs(cfg: DictConfig, group: str = "penalty") -> list[tuple[str, str, dict[str, Any]]]:
+    """Returns `(term name, config path, spec)` for every configured term of a kind.
+
+    Args:
+        cfg: The whole config.
+        group: `penalty` (the `penalty` group, unless `none`, then the `penalties` entries) or
+            `constraint` (the `constraints` entries).
+    """
+    specs = []
+    if group == "penalty":
+        main = OmegaConf.to_container(cfg.penalty, resolve=True)
+        if main["name"] != "none":
+            specs.append((main["name"], "penalty", main))
+    prefix = "penalties" if group == "penalty" else "constraints"
+    extra = cfg.get(prefix)
+    for name, spec in (
+        {} if extra is None else OmegaConf.to_container(extra, resolve=True)
+    ).items():
+        specs.append((name, f"{prefix}.{name}", spec))
+    return specs
 
 
-def attach_penalties(model: Any, penalty_cfg: DictConfig) -> list[PenaltyTerm]:
-    """Builds every configured term and attaches it to the weights it selects.
+def _params(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in NOT_PARAMS}
+
+
+def _selection(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: spec[k] for k in SELECTION_KEYS if k in spec}
+
+
+def build_penalty(path: str, spec: dict[str, Any]) -> penalties.Penalty:
+    """Builds the penalty a term spec names.
+
+    Raises:
+        ConfigError: If the penalty does not take one of the spec's parameters.
+    """
+    try:
+        return penalties.get(spec["name"], **_params(spec))
+    except TypeError as error:
+        raise ConfigError(f"{path}.name", spec["name"], str(error)) from None
+
+
+def attach_penalties(model: Any, cfg: DictConfig) -> list[PenaltyTerm]:
+    """Builds every configured penalty term and attaches it to the weights it selects.
 
     Args:
         model: A built, uncompiled Keras model.
-        penalty_cfg: The `penalty` config group.
+        cfg: The whole config (`penalty` and `penalties`).
 
     Returns:
         The attached terms.
@@ -55,14 +97,39 @@ def attach_penalties(model: Any, penalty_cfg: DictConfig) -> list[PenaltyTerm]:
         regfw.registry.UnknownNameError: If a penalty name is not registered.
     """
     terms = []
-    for term_name, spec in penalty_specs(penalty_cfg):
-        params = {k: v for k, v in spec.items() if k != "name" and k not in SELECTION_KEYS}
-        penalty = penalties.get(spec["name"], **params)
-        selection = {k: spec[k] for k in SELECTION_KEYS if k in spec}
-        variables = select_weights(model, term=term_name, **selection)
+    for name, path, spec in term_specs(cfg, "penalty"):
+        penalty = build_penalty(path, spec)
+        variables = select_weights(model, term=name, **_selection(spec))
         for variable in variables:
-            if variable.regularizer is not None:
-                raise ValueError(f"weight {variable.path} already has a penalty")
-            variable.regularizer = penalty
-        terms.append(PenaltyTerm(term_name, penalty, tuple(variables)))
+            previous = variable.regularizer
+            if previous is None:
+                variable.regularizer = penalty
+            elif isinstance(previous, penalties.Combined):
+                previous.parts.append(penalty)
+            else:
+                variable.regularizer = penalties.Combined([previous, penalty])
+        terms.append(
+            PenaltyTerm(name, penalty, tuple(variables), penalty.scale, spec.get("schedule"))
+        )
     return terms
+
+
+def attach_constraints(model: Any, cfg: DictConfig) -> dict[str, list[Any]]:
+    """Attaches every configured constraint term; returns term name -> constrained weights.
+
+    Raises:
+        ConfigError: If two constraint terms select the same weight.
+        regfw.selection.SelectionError: If a term matches no weight.
+    """
+    attached = {}
+    for name, path, spec in term_specs(cfg, "constraint"):
+        variables = select_weights(model, term=name, **_selection(spec))
+        for variable in variables:
+            if variable.constraint is not None:
+                raise ConfigError(
+                    f"{path}.include", spec.get("include"),
+                    f"weight {variable.path} already has a constraint; one constraint per weight",
+                )  # fmt: skip
+            variable.constraint = constraints.build(spec["name"], variable.shape, **_params(spec))
+        attached[name] = variables
+    return attached

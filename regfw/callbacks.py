@@ -11,9 +11,10 @@ from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.attach import PenaltyTerm
+from regfw.schedules import multiplier
 
 # Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
-OWN_KEYS = ("data_loss", "penalty/")
+OWN_KEYS = ("data_loss", "penalty/", "penalty_scale/")
 
 
 def is_own_key(key: str) -> bool:
@@ -37,7 +38,12 @@ def penalty_values(terms: list[PenaltyTerm]) -> dict[str, float]:
 
 
 class PenaltyMonitor(keras.callbacks.Callback):
-    """Adds the current penalty values to the epoch logs, for History, TensorBoard and metrics.
+    """Schedules each term's scale per epoch and logs penalty values and scales.
+
+    At the start of an epoch it sets each scheduled term's scale; at the end it adds
+    `penalty/<term>`, `penalty/total` and `penalty_scale/<term>` to the epoch logs, for History,
+    TensorBoard and metrics.json. Scales are assigned to the penalties' `keras.Variable`s, so the
+    compiled train step is not retraced.
 
     Args:
         terms: The model's penalty terms.
@@ -47,9 +53,15 @@ class PenaltyMonitor(keras.callbacks.Callback):
         super().__init__()
         self.terms = terms
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for term in self.terms:
+            if term.schedule and term.schedule.get("name", "constant") != "constant":
+                term.penalty.set_scale(term.base_scale * multiplier(term.schedule, epoch))
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs.update(penalty_values(self.terms))
+            logs.update({f"penalty_scale/{t.name}": t.penalty.scale for t in self.terms})
 
 
 class RegfwTensorBoard(keras.callbacks.TensorBoard):

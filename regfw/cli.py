@@ -71,9 +71,9 @@ def find_problem(argv: list[str]) -> str | None:
     choices = [_values(o) for o in ours]
     for override, values in zip(ours, choices, strict=True):
         group = override.key_or_group
-        if group in GROUPS and override.package is None and not override.is_delete():
+        if group in GROUPS and not override.is_delete():
             for value in values:
-                problem = _check_option(group, value)
+                problem = _check_option(group, override.get_key_element(), value)
                 if problem:
                     return problem
     for variant in _variants(ours, choices):
@@ -110,12 +110,12 @@ def _variants(overrides: list[Any], choices: list[list[str]]) -> list[list[str]]
     return variants
 
 
-def _check_option(group: str, value: str) -> str | None:
+def _check_option(group: str, key: str, value: str) -> str | None:
     options = group_options(group)
     if value in options or value == "null":
         return None
     return (
-        f"{group}={value}: no such option in group '{group}'.{did_you_mean(value, options)} "
+        f"{key}={value}: no such option in group '{group}'.{did_you_mean(value, options)} "
         f"Available: {', '.join(options)}"
     )
 
@@ -129,9 +129,7 @@ def _diagnose_keys(overrides: list[Any], choices: list[list[str]], config_name: 
     group_lines = [
         f"{o.get_key_element()}={v[0]}"
         for o, v in zip(overrides, choices, strict=True)
-        if v
-        and (o.key_or_group in GROUPS or o.key_or_group.startswith(tuple(GROUPS)) is False)
-        and "." not in o.key_or_group
+        if v and "." not in o.key_or_group
     ]
     try:
         cfg = compose(group_lines, config_name=config_name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment")
+GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment", "constraint")
 
 
 def conf_dir() -> Path:

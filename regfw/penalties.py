@@ -16,12 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from regfw.registry import Registry
 
 _REGISTRY: Registry[type[Penalty]] = Registry("penalty")
 _LOW_PRECISION = ("float16", "bfloat16")
+EPS = 1e-12  # keeps sqrt and divisions smooth and finite at all-zero weights
 
 
 def check_scale(scale: Any) -> float:
@@ -168,6 +170,49 @@ def as_matrix(w: Any) -> Any:
     return ops.reshape(w, (-1, w.shape[-1]))
 
 
+def safe_norm(squares: Any) -> Any:
+    """`sqrt(s)` with a finite gradient at 0, and exactly 0 there: `sqrt(s + eps) - sqrt(eps)`."""
+    return ops.sqrt(squares + EPS) - math.sqrt(EPS)
+
+
+def column_norms(w: Any) -> Any:
+    """The L2 norm of each column of `as_matrix(w)` (one per output unit or filter), smooth at 0."""
+    return safe_norm(ops.sum(ops.square(as_matrix(w)), axis=0))
+
+
+def smaller_gram(w: Any) -> tuple[Any, int]:
+    """Returns the smaller Gram matrix of W = `as_matrix(w)` (W^T W or W W^T) and `n - m`.
+
+    `n - m` is the number of columns minus the number of rows when W is wide (else 0): the two Gram
+    matrices share their non-zero eigenvalues and `||W^T W||_F = ||W W^T||_F`.
+    """
+    matrix = as_matrix(w)
+    rows, cols = math.prod(w.shape[:-1]), w.shape[-1]
+    if rows >= cols:
+        return ops.matmul(ops.transpose(matrix), matrix), 0
+    return ops.matmul(matrix, ops.transpose(matrix)), cols - rows
+
+
+def top_singular_vector(apply: Callable[[Any], Any], size: int, iterations: int, dtype: str) -> Any:
+    """Power iteration for the top eigenvector of a symmetric PSD operator, under stop-gradient.
+
+    Starts from a fixed pseudo-random unit vector (same every call, no state) and normalizes with a
+    guard, so a zero operator gives a zero vector instead of NaN.
+
+    Args:
+        apply: The operator, mapping a (size, 1) column to a (size, 1) column.
+        size: The operator's dimension.
+        iterations: Number of power iterations.
+        dtype: The computation dtype.
+    """
+    start = np.random.default_rng(0).standard_normal((size, 1))
+    vector = ops.convert_to_tensor(start / np.linalg.norm(start), dtype=dtype)
+    for _ in range(iterations):
+        vector = apply(vector)
+        vector = vector / ops.sqrt(ops.sum(ops.square(vector)) + EPS)
+    return ops.stop_gradient(vector)
+
+
 @register("clip")
 class ClipDeviation(Penalty):
     """Squared deviation from a clipping range: `sum((w - clip(w, lower, upper))^2)`.
@@ -225,11 +270,185 @@ class Orthogonal(Penalty):
         super().__init__(scale)
 
     def value(self, w: Any) -> Any:
-        matrix = as_matrix(w)
-        rows, cols = math.prod(w.shape[:-1]), w.shape[-1]
-        if rows >= cols:
-            gram, size, offset = ops.matmul(ops.transpose(matrix), matrix), cols, 0
-        else:
-            gram, size, offset = ops.matmul(matrix, ops.transpose(matrix)), rows, cols - rows
-        deviation = gram - ops.eye(size, dtype=gram.dtype)
+        gram, offset = smaller_gram(w)
+        deviation = gram - ops.eye(gram.shape[0], dtype=gram.dtype)
         return ops.sum(ops.square(deviation)) + ops.cast(offset, gram.dtype)
+
+
+@register("elastic")
+class ElasticNet(Penalty):
+    """Elastic net: `l1 * sum(|w|) + l2 * sum(w^2)` (default scale 1e-4). Kinked at 0."""
+
+    def __init__(self, scale: float = 1e-4, l1: float = 0.5, l2: float = 0.5) -> None:
+        super().__init__(scale, l1=float(l1), l2=float(l2))
+
+    def value(self, w: Any) -> Any:
+        return self.params["l1"] * ops.sum(ops.abs(w)) + self.params["l2"] * ops.sum(ops.square(w))
+
+
+@register("orthogonal_offdiag")
+class OrthogonalOffDiagonal(Penalty):
+    """Off-diagonal orthogonality (BigGAN style): `||(W^T W) * (1 - I)||_F^2`.
+
+    Penalizes correlations between columns but not their norms (default scale 1e-4). For a wide W
+    it uses `||W^T W||_F^2 = ||W W^T||_F^2`, minus the squared column norms. Smooth everywhere.
+    """
+
+    def __init__(self, scale: float = 1e-4) -> None:
+        super().__init__(scale)
+
+    def value(self, w: Any) -> Any:
+        gram, offset = smaller_gram(w)
+        if offset == 0:
+            return ops.sum(ops.square(gram * (1 - ops.eye(gram.shape[0], dtype=gram.dtype))))
+        column_squares = ops.sum(ops.square(as_matrix(w)), axis=0)
+        return ops.sum(ops.square(gram)) - ops.sum(ops.square(column_squares))
+
+
+@register("srip")
+class SRIP(Penalty):
+    """Spectral restricted isometry (Bansal, Chen & Wang 2018): `sigma_max(G - I)`.
+
+    G is the smaller Gram matrix (W W^T or W^T W). `sigma_max` comes from `iterations` power
+    iterations on `(G - I)^2` with the vector under stop-gradient, then `||(G - I) v||` (default
+    scale 0.01, the paper's starting value; pair it with a step schedule to turn it off later).
+    Smooth almost everywhere; finite at all-zero weights.
+    """
+
+    def __init__(self, scale: float = 0.01, iterations: int = 10) -> None:
+        super().__init__(scale, iterations=int(iterations))
+
+    def value(self, w: Any) -> Any:
+        gram, _ = smaller_gram(w)
+        deviation = gram - ops.eye(gram.shape[0], dtype=gram.dtype)
+        vector = top_singular_vector(
+            lambda v: ops.matmul(deviation, ops.matmul(deviation, v)),
+            gram.shape[0],
+            self.params["iterations"],
+            gram.dtype,
+        )
+        return safe_norm(ops.sum(ops.square(ops.matmul(deviation, vector))))
+
+
+@register("spectral")
+class Spectral(Penalty):
+    """Spectral norm regularization (Yoshida & Miyato 2017): `sigma_max(W)^2`.
+
+    `sigma_max` comes from `iterations` power iterations on the smaller of W^T W and W W^T with the
+    vector under stop-gradient, then `||W v||^2` (default scale 1e-3). Smooth almost everywhere.
+    """
+
+    def __init__(self, scale: float = 1e-3, iterations: int = 10) -> None:
+        super().__init__(scale, iterations=int(iterations))
+
+    def value(self, w: Any) -> Any:
+        matrix = as_matrix(w)
+        if matrix.shape[0] < matrix.shape[1]:
+            matrix = ops.transpose(matrix)
+        vector = top_singular_vector(
+            lambda v: ops.matmul(ops.transpose(matrix), ops.matmul(matrix, v)),
+            matrix.shape[1],
+            self.params["iterations"],
+            matrix.dtype,
+        )
+        return ops.sum(ops.square(ops.matmul(matrix, vector)))
+
+
+@register("group_lasso")
+class GroupLasso(Penalty):
+    """Group lasso over columns (structured sparsity, Wen et al. 2016): `sum_j ||W[:, j]||_2`.
+
+    Drives whole output units or conv filters to zero (default scale 1e-3). The norm is
+    `sqrt(s + eps) - sqrt(eps)`, so value and gradient are finite (and 0) at zero columns.
+    """
+
+    def __init__(self, scale: float = 1e-3) -> None:
+        super().__init__(scale)
+
+    def value(self, w: Any) -> Any:
+        return ops.sum(column_norms(w))
+
+
+@register("hoyer")
+class Hoyer(Penalty):
+    """Hoyer sparsity: `sum(|w|) / ||w||_2`, scale-invariant (default scale 1e-3).
+
+    The denominator is `sqrt(sum(w^2) + eps)`, so all-zero weights give 0 with a finite gradient.
+    """
+
+    def __init__(self, scale: float = 1e-3) -> None:
+        super().__init__(scale)
+
+    def value(self, w: Any) -> Any:
+        return ops.sum(ops.abs(w)) / ops.sqrt(ops.sum(ops.square(w)) + EPS)
+
+
+@register("max_norm")
+class SoftMaxNorm(Penalty):
+    """Soft max-norm: `sum_j relu(||W[:, j]||_2 - max_value)^2` (default scale 0.01, max 3).
+
+    Zero while every column norm is within `max_value`; smooth everywhere.
+    """
+
+    def __init__(self, scale: float = 0.01, max_value: float = 3.0) -> None:
+        super().__init__(scale, max_value=float(max_value))
+
+    def value(self, w: Any) -> Any:
+        return ops.sum(ops.square(ops.relu(column_norms(w) - self.params["max_value"])))
+
+
+def _keras_penalty(name: str, factory: Callable[..., Any], doc: str, **defaults: Any) -> None:
+    """Registers one of Keras's own regularizers under `name`, as a Penalty with `scale` 1."""
+
+    class KerasPenalty(Penalty):
+        def __init__(self, scale: float = 1.0, **params: Any) -> None:
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
+            super().__init__(scale, **{**defaults, **params})
+            self.regularizer = factory(**self.params)
+
+        def value(self, w: Any) -> Any:
+            w = ops.cast(w, "float32")  # Keras's regularizers compute in float32
+            return self.regularizer(as_matrix(w) if name == "keras_orthogonal" else w)
+
+    KerasPenalty.__name__ = KerasPenalty.__qualname__ = f"{factory.__name__}Penalty"
+    KerasPenalty.__doc__ = doc
+    register(name)(KerasPenalty)
+
+
+_keras_penalty("keras_l1", keras.regularizers.L1, "Keras's `L1(l1)`: `l1 * sum(|w|)`.", l1=0.01)
+_keras_penalty("keras_l2", keras.regularizers.L2, "Keras's `L2(l2)`: `l2 * sum(w^2)`.", l2=0.01)
+_keras_penalty(
+    "keras_l1l2",
+    keras.regularizers.L1L2,
+    "Keras's `L1L2(l1, l2)`: `l1 * sum(|w|) + l2 * sum(w^2)`.",
+    l1=0.01,
+    l2=0.01,
+)
+_keras_penalty(
+    "keras_orthogonal",
+    keras.regularizers.OrthogonalRegularizer,
+    "Keras's `OrthogonalRegularizer(factor, mode)`: `factor` times the mean absolute cosine "
+    "between distinct rows (or columns) of W. Not the article's `||W^T W - I||_F^2`.",
+    factor=0.01,
+    mode="rows",
+)
+
+
+class Combined(keras.regularizers.Regularizer):
+    """The sum of several penalties on one weight (when two terms select the same weight).
+
+    Args:
+        parts: The penalties to add.
+    """
+
+    def __init__(self, parts: list[Penalty]) -> None:
+        self.parts = list(parts)
+
+    def __call__(self, w: Any) -> Any:
+        values = [part(w) for part in self.parts]
+        return values[0] if len(values) == 1 else ops.sum(ops.stack(values))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"parts": [{"name": p.name, **p.get_config()} for p in self.parts]}

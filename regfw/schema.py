@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.registry import did_you_mean
+from regfw.schedules import SCHEDULES
 
 MODELS = ("mlp", "cnn")
 DATASETS = ("synthetic", "breast_cancer", "digits")
@@ -103,11 +104,13 @@ def int_list(key: str, value: Any, *, low: int, allow_empty: bool = False) -> li
     return items
 
 
-def string_list(key: str, value: Any) -> list[str]:
-    """Checks a list of strings (glob patterns)."""
+def string_list(
+    key: str, value: Any, allowed: str = "expected a list of glob patterns such as ['*/kernel']"
+) -> list[str]:
+    """Checks a list of non-empty strings (by default, glob patterns)."""
     items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
     if items is None or not all(isinstance(i, str) and i for i in items):
-        raise ConfigError(key, value, "expected a list of glob patterns such as ['*/kernel']")
+        raise ConfigError(key, value, allowed)
     return items
 
 
@@ -119,7 +122,8 @@ def validate(cfg: DictConfig) -> None:
     """
     _validate_data(cfg.data)
     _validate_model(cfg.model, cfg.data)
-    _validate_penalty(cfg.penalty)
+    _validate_terms(cfg)
+    string_list("plugins", cfg.get("plugins", []), "expected a list of module names or .py paths")
     _validate_optimizer(cfg.optimizer)
     _validate_trainer(cfg.trainer, cfg.data.num_classes)
 
@@ -154,25 +158,79 @@ def _validate_model(model: DictConfig, data: DictConfig) -> None:
             )
 
 
-def _validate_penalty(penalty: DictConfig) -> None:
-    if not isinstance(penalty.get("name"), str) or not penalty.name:
-        raise ConfigError("penalty.name", penalty.get("name"), "expected a penalty name")
-    number("penalty.scale", penalty.get("scale"), low=0)
-    if penalty.name == "none":
-        return
-    if "include" in penalty:
-        string_list("penalty.include", penalty.include)
-    if "exclude" in penalty:
-        string_list("penalty.exclude", penalty.exclude)
-    if "min_ndim" in penalty:
-        number("penalty.min_ndim", penalty.min_ndim, low=0, integer=True)
-    if penalty.name == "clip":
-        lower = number("penalty.lower", penalty.lower)
-        upper = number("penalty.upper", penalty.upper)
-        if lower > upper:
-            raise ConfigError("penalty.lower", lower, f"expected lower <= upper (upper={upper})")
-    if penalty.name == "l1":
-        number("penalty.alpha", penalty.alpha, low=0)
+PARAM_RULES: dict[str, dict[str, Any]] = {
+    "alpha": {"low": 0},
+    "l1": {"low": 0},
+    "l2": {"low": 0},
+    "factor": {"low": 0},
+    "max_value": {"low": 0, "low_open": True},
+    "iterations": {"low": 1, "integer": True},
+    "lower": {},
+    "upper": {},
+}
+CONSTRAINTS = ("clip", "max_norm", "unit_norm", "non_neg")
+
+
+def _validate_terms(cfg: DictConfig) -> None:
+    main = OmegaConf.to_container(cfg.penalty, resolve=True)
+    if main.get("name") != "none":
+        _validate_term("penalty", main)
+    else:
+        number("penalty.scale", main.get("scale"), low=0)
+    for group, kind in (("penalties", "penalty"), ("constraints", "constraint")):
+        node = cfg.get(group)
+        terms = {} if node is None else OmegaConf.to_container(node, resolve=True)
+        if not isinstance(terms, dict):
+            raise ConfigError(group, terms, f"expected a mapping of term name -> {kind} config")
+        for name, spec in terms.items():
+            path = f"{group}.{name}"
+            if not isinstance(spec, dict):
+                raise ConfigError(path, spec, f"expected a {kind} config: +{kind}@{path}=<option>")
+            if kind == "penalty" and name == main.get("name"):
+                raise ConfigError(
+                    path, name, f"the term name is taken by penalty={name}; rename it"
+                )
+            _validate_term(path, spec, constraint=kind == "constraint")
+
+
+def _validate_term(path: str, spec: dict[str, Any], constraint: bool = False) -> None:
+    name = spec.get("name")
+    if constraint:
+        choice(f"{path}.name", name, CONSTRAINTS)
+    elif not isinstance(name, str) or not name or name == "???":
+        raise ConfigError(f"{path}.name", name, "expected the name of a registered penalty")
+    else:
+        number(f"{path}.scale", spec.get("scale"), low=0)
+    if "include" in spec:
+        string_list(f"{path}.include", spec["include"])
+    if "exclude" in spec:
+        string_list(f"{path}.exclude", spec["exclude"])
+    if "min_ndim" in spec:
+        number(f"{path}.min_ndim", spec["min_ndim"], low=0, integer=True)
+    for key, rule in PARAM_RULES.items():
+        if key in spec:
+            number(f"{path}.{key}", spec[key], **rule)
+    if "lower" in spec and "upper" in spec and spec["lower"] > spec["upper"]:
+        raise ConfigError(
+            f"{path}.lower", spec["lower"], f"expected lower <= upper (upper={spec['upper']})"
+        )
+    if "mode" in spec:
+        choice(f"{path}.mode", spec["mode"], ("rows", "columns"))
+    if "schedule" in spec:
+        _validate_schedule(f"{path}.schedule", spec["schedule"])
+
+
+def _validate_schedule(path: str, schedule: Any) -> None:
+    if not isinstance(schedule, dict):
+        raise ConfigError(path, schedule, "expected a mapping with name: " + ", ".join(SCHEDULES))
+    choice(f"{path}.name", schedule.get("name"), SCHEDULES)
+    if schedule["name"] in ("warmup", "cosine"):
+        number(f"{path}.epochs", schedule.get("epochs"), low=1, integer=True)
+    if schedule["name"] == "step":
+        number(f"{path}.every", schedule.get("every"), low=1, integer=True)
+        number(f"{path}.factor", schedule.get("factor"), low=0)
+    if schedule["name"] == "cosine":
+        number(f"{path}.final", schedule.get("final"), low=0, high=1)
 
 
 def _validate_optimizer(optimizer: DictConfig) -> None:

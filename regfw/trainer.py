@@ -14,8 +14,8 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, data, models
-from regfw.attach import PenaltyTerm, attach_penalties
+from regfw import atomic, data, models, plugins
+from regfw.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.schema import validate
 
@@ -58,8 +58,10 @@ def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
         The compiled model and its penalty terms.
     """
     validate(cfg)
+    plugins.load(cfg.get("plugins") or [])
     model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
-    terms = attach_penalties(model, cfg.penalty)
+    terms = attach_penalties(model, cfg)
+    attach_constraints(model, cfg)
     loss, metrics = loss_and_metrics(cfg.data.num_classes)
     model.compile(optimizer=build_optimizer(cfg.optimizer), loss=loss, metrics=metrics)
     return model, terms
@@ -81,11 +83,15 @@ def default_output_dir() -> Path:
 
 def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     final = {k: float(v[-1]) for k, v in history.items()}
-    return {
-        "train": {k: v for k, v in final.items() if not k.startswith(("val_", "penalty/"))},
-        "validation": {k[4:]: v for k, v in final.items() if k.startswith("val_")},
-        "penalty": {k[8:]: v for k, v in final.items() if k.startswith("penalty/")},
+    sections = {"validation": "val_", "penalty": "penalty/", "penalty_scale": "penalty_scale/"}
+    grouped = {
+        name: {k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)}
+        for name, prefix in sections.items()
     }
+    grouped["train"] = {
+        k: v for k, v in final.items() if not k.startswith(tuple(sections.values()))
+    }
+    return grouped
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
@@ -96,8 +102,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         output_dir: The run folder; by default Hydra's run folder or a new `outputs/<date>/<time>`.
 
     Returns:
-        The contents of `metrics.json`: final train and validation metrics, final penalty values,
-        epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
+        The contents of `metrics.json`: final train and validation metrics, final penalty values
+        and scales, epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
     """
     validate(cfg)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()

@@ -7,12 +7,17 @@ import pytest
 from regfw.config import GROUPS, compose, conf_dir, group_options
 from regfw.schema import ConfigError, validate
 
-NEEDS = {"model=cnn": ["data=digits"]}
+NEEDS = {"model=cnn": ["data=digits"], "penalty=custom": ["penalty.name=quartic"]}
 
 
 def test_groups_have_the_documented_options():
     assert group_options("model") == ["cnn", "mlp"]
-    assert group_options("penalty") == ["clip", "l1", "l2", "none", "orthogonal"]
+    assert group_options("penalty") == [
+        "clip", "custom", "elastic", "group_lasso", "hoyer", "keras_l1", "keras_l1l2", "keras_l2",
+        "keras_orthogonal", "l1", "l2", "max_norm", "none", "orthogonal", "orthogonal_offdiag",
+        "spectral", "srip",
+    ]  # fmt: skip
+    assert group_options("constraint") == ["clip", "max_norm", "non_neg", "unit_norm"]
     assert group_options("optimizer") == ["adam", "adamw", "sgd"]
     assert group_options("data") == ["breast_cancer", "digits", "synthetic"]
     assert group_options("trainer") == ["default"]
@@ -21,13 +26,13 @@ def test_groups_have_the_documented_options():
 
 @pytest.mark.parametrize(
     "override",
-    [f"{g}={o}" for g in GROUPS if g != "experiment" for o in group_options(g)],
+    [f"{g}={o}" for g in GROUPS if g not in ("experiment", "constraint") for o in group_options(g)],
 )
 def test_every_option_composes_and_validates(override):
     cfg = compose([override, *NEEDS.get(override, [])])
     validate(cfg)
     group, option = override.split("=")
-    assert cfg[group].get("name", option) == option
+    assert cfg[group].get("name", option) == ("quartic" if option == "custom" else option)
 
 
 def test_default_config_is_the_documented_default_run():
