@@ -103,7 +103,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
 
     Returns:
         The contents of `metrics.json`: final train and validation metrics, final penalty values
-        and scales, epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
+        and scales, epochs run, status, wall time, output folder and the objective
+        (`trainer.monitor`).
     """
     validate(cfg)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
