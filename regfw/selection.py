@@ -11,6 +11,17 @@ class SelectionError(ValueError):
     """A penalty term matched no weight; the message lists the model's variable paths."""
 
 
+def matches(
+    variable: Any, include: Sequence[str] | None, exclude: Sequence[str], min_ndim: int
+) -> bool:
+    """Whether one variable is selected (see `select_weights` for the arguments)."""
+    return (
+        len(variable.shape) >= min_ndim
+        and (not include or any(fnmatch.fnmatchcase(variable.path, p) for p in include))
+        and not any(fnmatch.fnmatchcase(variable.path, p) for p in exclude or ())
+    )
+
+
 def select_weights(
     model: Any,
     include: Sequence[str] | None = None,
@@ -31,13 +42,7 @@ def select_weights(
         SelectionError: If nothing matches.
     """
     include, exclude = list(include or []), list(exclude or [])
-    chosen = [
-        v
-        for v in model.trainable_variables
-        if len(v.shape) >= min_ndim
-        and (not include or any(fnmatch.fnmatchcase(v.path, p) for p in include))
-        and not any(fnmatch.fnmatchcase(v.path, p) for p in exclude)
-    ]
+    chosen = [v for v in model.trainable_variables if matches(v, include, exclude, min_ndim)]
     if not chosen:
         paths = ", ".join(f"{v.path} {tuple(v.shape)}" for v in model.trainable_variables)
         raise SelectionError(
