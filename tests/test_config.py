@@ -110,6 +110,50 @@ def test_hydra_output_folders_and_chdir():
         (["trainer.class_weight=heavy"], "trainer.class_weight='heavy': expected null, 'balanced'"),
         (["model=cnn"], "data=breast_cancer has input_shape [30]"),
         (["penalty.min_ndim=-1"], "penalty.min_ndim=-1: expected an integer >= 0"),
+        (["penalty.include=[3]"], "penalty.include=[3]: expected a list of glob patterns"),
+        (
+            ["penalty.schedule.name=linear"],
+            "penalty.schedule.name='linear': expected one of constant, warmup, step, cosine",
+        ),
+        (
+            ["penalty.schedule.name=warmup", "penalty.schedule.epochs=0"],
+            "penalty.schedule.epochs=0: expected an integer >= 1",
+        ),
+        (
+            ["penalty.schedule.name=cosine", "penalty.schedule.final=2"],
+            "penalty.schedule.final=2: expected a finite number >= 0 and <= 1",
+        ),
+        (
+            ["penalty=srip", "penalty.iterations=0"],
+            "penalty.iterations=0: expected an integer >= 1",
+        ),
+        (
+            ["penalty=max_norm", "penalty.max_value=0"],
+            "penalty.max_value=0: expected a finite number > 0",
+        ),
+        (["penalty=elastic", "penalty.l1=-1"], "penalty.l1=-1: expected a finite number >= 0"),
+        (
+            ["penalty=keras_orthogonal", "penalty.mode=diag"],
+            "penalty.mode='diag': expected one of rows, columns",
+        ),
+        (["penalty=custom"], "penalty.name='???': expected the name of a registered penalty"),
+        (
+            ["penalty=l1", "+penalty@penalties.l1=l2"],
+            "penalties.l1='l1': the term name is taken by penalty=l1; rename it",
+        ),
+        (
+            ["+penalty@penalties.x=orthogonal", "penalties.x.scale=-2"],
+            "penalties.x.scale=-2: expected a finite number >= 0",
+        ),
+        (
+            ["+constraint@constraints.c=clip", "constraints.c.lower=2"],
+            "constraints.c.lower=2: expected lower <= upper",
+        ),
+        (
+            ["+constraint@constraints.c=max_norm", "constraints.c.max_value=-1"],
+            "constraints.c.max_value=-1: expected a finite number > 0",
+        ),
+        (["plugins=[1]"], "plugins=[1]: expected a list of module names or .py paths"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(overrides, message):
