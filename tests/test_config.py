@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from regfw.config import GROUPS, compose, conf_dir, group_options
@@ -166,3 +170,10 @@ def test_bad_values_name_key_value_and_what_is_allowed(overrides, message):
 def test_valid_class_weights_pass():
     validate(compose(["trainer.class_weight=balanced"]))
     validate(compose(["trainer.class_weight={0:1.0,1:3.0}"]))
+
+
+def test_every_built_in_penalty_has_its_yaml_file():
+    code = "import json, regfw.penalties as p; print(json.dumps(p.available()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    built_in = set(json.loads(out.stdout.splitlines()[-1]))
+    assert built_in == set(group_options("penalty")) - {"none", "custom"}

@@ -35,3 +35,29 @@ def test_quick_start_commands_are_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     assert 'pip install --quiet --disable-pip-version-check -e ".[dev]"' in ci
     assert "python -m pytest -q" in ci
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith(prefix):
+                commands.append(shlex.split(line, comments=True)[len(prefix.split()) :])
+    return commands
+
+
+@pytest.mark.parametrize("args", _readme_commands("python train.py"), ids=" ".join)
+def test_every_readme_train_command_is_valid(args):
+    from regfw.cli import find_problem
+
+    assert find_problem(args) is None
+
+
+def test_readme_documents_every_penalty_and_option():
+    from regfw.config import group_options
+
+    for group in ("model", "data", "optimizer", "constraint", "penalty"):
+        for option in group_options(group):
+            assert f"`{option}`" in README, (group, option)
