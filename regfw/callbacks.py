@@ -11,6 +11,8 @@ from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.attach import PenaltyTerm
+from regfw.checkpoints import Checkpoint, EpochSeeds
+from regfw.divergence import DivergenceGuard
 from regfw.schedules import multiplier
 
 # Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
@@ -104,9 +106,17 @@ class RegfwTensorBoard(keras.callbacks.TensorBoard):
                 writer.flush()
 
 
-def make_callbacks(cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm]) -> list[Any]:
-    """Returns the callbacks of a run, in order (penalty values first, so TensorBoard sees them)."""
+def make_callbacks(
+    cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm], guard: DivergenceGuard
+) -> list[Any]:
+    """Returns the callbacks of a run, in order.
+
+    Seeds first (an epoch's data order then depends only on the seed and the epoch), penalty
+    values before TensorBoard (so it logs them), the divergence guard before the checkpoint (so
+    a diverged epoch is not saved).
+    """
     return [
+        EpochSeeds(cfg.trainer.seed),
         PenaltyMonitor(terms),
         RegfwTensorBoard(
             log_dir=str(run_dir),
@@ -114,4 +124,6 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm]) -> 
             write_graph=False,
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         ),
+        guard,
+        Checkpoint(run_dir, guard),
     ]

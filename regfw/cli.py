@@ -20,6 +20,7 @@ from regfw.selection import SelectionError
 
 USER_ERRORS = (ConfigError, UnknownNameError, SelectionError)
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 
 
 def fail(message: str) -> NoReturn:
@@ -29,7 +30,11 @@ def fail(message: str) -> NoReturn:
 
 
 def run(cfg: DictConfig) -> float:
-    """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`)."""
+    """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`).
+
+    A diverged single run exits with code 3 after writing its metrics; in a multirun the job
+    returns NaN and the sweep goes on.
+    """
     try:
         validate(cfg)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
@@ -37,8 +42,21 @@ def run(cfg: DictConfig) -> float:
 
         metrics = train(cfg)
     except USER_ERRORS as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         fail(str(error))
-    return metrics["objective"]["value"]
+    value = metrics["objective"]["value"]
+    if metrics["status"] == "diverged" and not _in_multirun():
+        print(f"regfw: error: training diverged: {metrics['reason']}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    return float("nan") if value is None else value
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:

@@ -247,6 +247,9 @@ def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
     number("trainer.batch_size", trainer.batch_size, low=1, integer=True)
     number("trainer.seed", trainer.seed, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
+    for key in ("histograms", "resume", "deterministic"):
+        if key in trainer:
+            choice(f"trainer.{key}", trainer[key], (True, False))
     choice("trainer.monitor", trainer.monitor, MONITORS)
     weights = trainer.class_weight
     if weights is None or weights == "balanced":

@@ -6,18 +6,25 @@ Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event fi
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import keras
+import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, data, models, plugins
+from regfw import atomic, checkpoints, data, models, plugins
 from regfw.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.callbacks import make_callbacks
+from regfw.divergence import DivergenceGuard
 from regfw.schema import validate
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -82,7 +89,7 @@ def default_output_dir() -> Path:
 
 
 def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    final = {k: float(v[-1]) for k, v in history.items()}
+    final = {k: float(v[-1]) if math.isfinite(v[-1]) else None for k, v in history.items()}
     sections = {"validation": "val_", "penalty": "penalty/", "penalty_scale": "penalty_scale/"}
     grouped = {
         name: {k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)}
@@ -94,54 +101,86 @@ def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float
     return grouped
 
 
+def _objective(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    monitor = cfg.trainer.monitor
+    scope = metrics["validation"] if monitor.startswith("val_") else metrics["train"]
+    return {"name": monitor, "value": scope.get(monitor.removeprefix("val_"))}
+
+
+def _previous_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a completed run in `run_dir`, if there is one."""
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("status") == "completed" else None
+
+
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Trains the model `cfg` describes and writes the run's outputs.
+
+    With `trainer.resume=true` a completed run folder is left as it is, and an interrupted one
+    continues from its last checkpoint. Training stops at the first non-finite loss
+    (status `diverged`, with the reason; the last good checkpoint is kept).
 
     Args:
         cfg: A composed config (see `regfw.compose`).
         output_dir: The run folder; by default Hydra's run folder or a new `outputs/<date>/<time>`.
 
     Returns:
-        The contents of `metrics.json`: final train and validation metrics, final penalty values
-        and scales, epochs run, status, wall time, output folder and the objective
-        (`trainer.monitor`).
+        The contents of `metrics.json`: status (`completed` or `diverged` with `reason`), final
+        train and validation metrics, final penalty values and scales, epochs run, wall time,
+        output folder and the objective (`trainer.monitor`).
     """
     validate(cfg)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.resume and (previous := _previous_metrics(run_dir)):
+        log.info("%s already completed; nothing to do (trainer.resume=true)", run_dir)
+        return previous
+    if cfg.trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.trainer.seed)
 
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     model, terms = build(cfg)
-    callbacks = make_callbacks(cfg, run_dir, terms)
+    initial_epoch = 0
+    if cfg.trainer.resume:
+        initial_epoch, message = checkpoints.restore(model, run_dir)
+        log.info(message)
+    guard = DivergenceGuard(terms)
     start = time.perf_counter()
     history = model.fit(
         split.x_train,
         split.y_train,
         validation_data=(split.x_val, split.y_val),
         epochs=cfg.trainer.epochs,
+        initial_epoch=initial_epoch,
         batch_size=cfg.trainer.batch_size,
         class_weight=data.class_weights(
             OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
             split.y_train,
             split.num_classes,
         ),
-        callbacks=callbacks,
+        callbacks=make_callbacks(cfg, run_dir, terms, guard),
         verbose=cfg.trainer.verbose,
         shuffle=True,
     )
-    wall_time = time.perf_counter() - start
-    model.save(run_dir / "model.keras")
     metrics = {
-        "status": "completed",
-        "epochs_run": len(history.epoch),
-        "wall_time_s": round(wall_time, 3),
+        "status": "diverged" if guard.reason else "completed",
+        "epochs_run": initial_epoch + len(history.epoch),
+        "wall_time_s": round(time.perf_counter() - start, 3),
         "output_dir": str(run_dir),
         **_final_metrics(history.history),
     }
-    monitor = cfg.trainer.monitor
-    scope = metrics["validation"] if monitor.startswith("val_") else metrics["train"]
-    metrics["objective"] = {"name": monitor, "value": scope[monitor.removeprefix("val_")]}
+    if guard.reason:
+        metrics["reason"] = guard.reason
+    else:
+        model.save(run_dir / "model.keras")
+    metrics["objective"] = _objective(cfg, metrics)
     atomic.write_json(run_dir / "metrics.json", metrics)
+    if not guard.reason:
+        checkpoints.remove(run_dir)
     return metrics
