@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> float:
     """
     try:
         validate(cfg)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
+        import_tensorflow_quietly()
         from regfw.trainer import train
 
         metrics = train(cfg)
@@ -50,6 +50,27 @@ def run(cfg: DictConfig) -> float:
         print(f"regfw: error: training diverged: {metrics['reason']}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
     return float("nan") if value is None else value
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and initializes its devices with native stderr silenced.
+
+    TensorFlow's C++ start-up notices (oneDNN, CUDA probing) would otherwise surround regfw's
+    one-line messages. `HYDRA_FULL_ERROR=1` keeps them, for debugging.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _in_multirun() -> bool:

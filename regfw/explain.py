@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Prints the explanation for `train.py`-style overrides; user errors exit with code 2."""
     overrides = list(sys.argv[1:] if argv is None else argv)
     cli.check_command_line(overrides)
+    cli.import_tensorflow_quietly()
     try:
         print(explain(compose(overrides)))
     except cli.USER_ERRORS as error:

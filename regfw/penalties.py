@@ -39,6 +39,17 @@ def check_scale(scale: Any) -> float:
     return float(scale)
 
 
+def check_iterations(iterations: Any) -> int:
+    """Returns a power-iteration count as an int.
+
+    Raises:
+        ValueError: If it is not an integer >= 1.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    return iterations
+
+
 class Penalty(keras.regularizers.Regularizer):
     """Base class: `scale * value(w)`, with the scale in a non-trainable variable.
 
@@ -196,8 +207,9 @@ def smaller_gram(w: Any) -> tuple[Any, int]:
 def top_singular_vector(apply: Callable[[Any], Any], size: int, iterations: int, dtype: str) -> Any:
     """Power iteration for the top eigenvector of a symmetric PSD operator, under stop-gradient.
 
-    Starts from a fixed pseudo-random unit vector (same every call, no state) and normalizes with a
-    guard, so a zero operator gives a zero vector instead of NaN.
+    Starts from a fixed pseudo-random unit vector (same every call, no state) and normalizes
+    without a fixed epsilon, so small singular values keep full precision and a zero operator
+    gives a zero vector instead of NaN.
 
     Args:
         apply: The operator, mapping a (size, 1) column to a (size, 1) column.
@@ -207,9 +219,13 @@ def top_singular_vector(apply: Callable[[Any], Any], size: int, iterations: int,
     """
     start = np.random.default_rng(0).standard_normal((size, 1))
     vector = ops.convert_to_tensor(start / np.linalg.norm(start), dtype=dtype)
+    tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
     for _ in range(iterations):
         vector = apply(vector)
-        vector = vector / ops.sqrt(ops.sum(ops.square(vector)) + EPS)
+        # Scale-free normalization: divide by the largest entry first, so tiny singular values
+        # do not underflow; a zero vector stays zero.
+        vector = vector / ops.maximum(ops.max(ops.abs(vector)), tiny)
+        vector = vector / ops.maximum(ops.sqrt(ops.sum(ops.square(vector))), 1.0)
     return ops.stop_gradient(vector)
 
 
@@ -290,19 +306,18 @@ class ElasticNet(Penalty):
 class OrthogonalOffDiagonal(Penalty):
     """Off-diagonal orthogonality (BigGAN style): `||(W^T W) * (1 - I)||_F^2`.
 
-    Penalizes correlations between columns but not their norms (default scale 1e-4). For a wide W
-    it uses `||W^T W||_F^2 = ||W W^T||_F^2`, minus the squared column norms. Smooth everywhere.
+    Penalizes correlations between columns but not their norms (default scale 1e-4). Always uses
+    the (n, n) Gram matrix: the small-Gram shortcut `||W W^T||_F^2 - sum_j ||W[:, j]||^4`
+    cancels catastrophically in float32 when column norms differ a lot. Smooth everywhere.
     """
 
     def __init__(self, scale: float = 1e-4) -> None:
         super().__init__(scale)
 
     def value(self, w: Any) -> Any:
-        gram, offset = smaller_gram(w)
-        if offset == 0:
-            return ops.sum(ops.square(gram * (1 - ops.eye(gram.shape[0], dtype=gram.dtype))))
-        column_squares = ops.sum(ops.square(as_matrix(w)), axis=0)
-        return ops.sum(ops.square(gram)) - ops.sum(ops.square(column_squares))
+        matrix = as_matrix(w)
+        gram = ops.matmul(ops.transpose(matrix), matrix)
+        return ops.sum(ops.square(gram * (1 - ops.eye(gram.shape[0], dtype=gram.dtype))))
 
 
 @register("srip")
@@ -316,7 +331,7 @@ class SRIP(Penalty):
     """
 
     def __init__(self, scale: float = 0.01, iterations: int = 10) -> None:
-        super().__init__(scale, iterations=int(iterations))
+        super().__init__(scale, iterations=check_iterations(iterations))
 
     def value(self, w: Any) -> Any:
         gram, _ = smaller_gram(w)
@@ -339,7 +354,7 @@ class Spectral(Penalty):
     """
 
     def __init__(self, scale: float = 1e-3, iterations: int = 10) -> None:
-        super().__init__(scale, iterations=int(iterations))
+        super().__init__(scale, iterations=check_iterations(iterations))
 
     def value(self, w: Any) -> Any:
         matrix = as_matrix(w)

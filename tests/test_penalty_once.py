@@ -189,10 +189,10 @@ def test_multi_output_adds_the_penalty_once():
 
     scale = 0.5  # the regression head's loss is larger: a larger scale keeps P dominant
     model = _two_headed()
-    penalty_cfg = regfw.compose(
+    cfg = regfw.compose(
         ["penalty=orthogonal", f"penalty.scale={scale}", "penalty.include=[hidden/kernel]"]
-    ).penalty
-    (term,) = attach_penalties(model, penalty_cfg)
+    )
+    (term,) = attach_penalties(model, cfg)
     assert [v.path for v in term.variables] == ["hidden/kernel"]
     assert [id(v) for v in penalized(model)] == [id(v) for v in term.variables]
     model.compile(optimizer="sgd", loss=["binary_crossentropy", "mse"])
