@@ -7,14 +7,23 @@ import pytest
 from regfw.config import GROUPS, compose, conf_dir, group_options
 from regfw.schema import ConfigError, validate
 
-NEEDS = {"model=cnn": ["data=digits"]}
+# What an option needs besides the defaults to validate ({tmp} is the test's tmp_path).
+NEEDS = {
+    "model=cnn": ["data=digits"],
+    "model=rnn": ["data=adding"],
+    "model=application": ["data=cifar10"],
+    "data=file": ["data.path={tmp}/data.csv"],
+}
 
 
 def test_groups_have_the_documented_options():
-    assert group_options("model") == ["cnn", "mlp"]
+    assert group_options("model") == ["application", "cnn", "mlp", "rnn"]
     assert group_options("penalty") == ["clip", "l1", "l2", "none", "orthogonal"]
     assert group_options("optimizer") == ["adam", "adamw", "sgd"]
-    assert group_options("data") == ["breast_cancer", "digits", "synthetic"]
+    assert group_options("data") == [
+        "adding", "breast_cancer", "cifar10", "digits", "fashion_mnist", "file", "mnist",
+        "synthetic",
+    ]  # fmt: skip
     assert group_options("trainer") == ["default"]
     assert group_options("experiment") == ["seed_clip", "seed_orthogonal", "seed_sparsity"]
 
@@ -23,8 +32,9 @@ def test_groups_have_the_documented_options():
     "override",
     [f"{g}={o}" for g in GROUPS if g != "experiment" for o in group_options(g)],
 )
-def test_every_option_composes_and_validates(override):
-    cfg = compose([override, *NEEDS.get(override, [])])
+def test_every_option_composes_and_validates(override, tmp_path):
+    (tmp_path / "data.csv").write_text("a,label\n1,0\n")
+    cfg = compose([override, *(n.format(tmp=tmp_path) for n in NEEDS.get(override, []))])
     validate(cfg)
     group, option = override.split("=")
     assert cfg[group].get("name", option) == option
