@@ -58,7 +58,6 @@ def files(tmp_path):
 
 PAIRS = [
     ("mlp_bn_dropout", ["model.batch_norm=true", "model.dropout=0.3", "data=breast_cancer"]),
-    ("mlp_adding", ["data=adding", "data.n_samples=40", "data.timesteps=6"]),
     ("mlp_csv", ["data=file", "data.path={d}/table.csv", "data.label_column=target",
                  "data.input_shape=[3]"]),
     ("mlp_regression_npz", ["data=file", "data.path={d}/regression.npz", "data.num_classes=0",
