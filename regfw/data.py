@@ -1,22 +1,22 @@
-"""Data sets as numpy arrays: the article's synthetic problem and scikit-learn's on-disk sets.
+"""Training and validation arrays for the `data` config group, checked and scaled.
 
-Each loader returns features and integer labels; `load` splits them (stratified, seeded) and
-standardizes tabular features with the training split's statistics.
+`load` takes a loader's raw arrays (see `regfw.loaders`), checks them against the declared
+`input_shape` and `num_classes`, splits off a stratified, seeded validation set (unless the data set
+has its own), keeps at most `data.limit` samples of each split, scales `uint8` images to [0, 1],
+adds a missing channel axis, and standardizes tabular features with the training split's statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from omegaconf import DictConfig
-from sklearn import datasets
 from sklearn.model_selection import train_test_split
+from sklearn.utils import resample
 
-from regfw.registry import Registry
-
-LOADERS: Registry[Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = Registry("data set")
+from regfw.loaders import LOADERS
+from regfw.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class Split:
     Attributes:
         x_train: Training features, float32, shape (n, *input_shape).
         y_train: Training labels: float32 of shape (n, 1) for binary data (as a sigmoid unit
-            expects), int32 of shape (n,) for classes.
+            expects) and for regression targets, int32 of shape (n,) for classes.
         x_val: Validation features.
         y_val: Validation labels.
-        num_classes: Number of classes.
+        num_classes: Number of classes; 0 for regression.
     """
 
     x_train: np.ndarray
@@ -39,57 +39,102 @@ class Split:
     num_classes: int
 
 
-@LOADERS.register("synthetic")
-def _synthetic(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
-    (n_features,) = cfg.input_shape
-    return datasets.make_classification(
-        n_samples=cfg.n_samples,
-        n_features=n_features,
-        n_informative=max(2, n_features // 2),
-        n_classes=cfg.num_classes,
-        random_state=cfg.seed,
-    )
-
-
-@LOADERS.register("breast_cancer")
-def _breast_cancer(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
-    return datasets.load_breast_cancer(return_X_y=True)
-
-
-@LOADERS.register("digits")
-def _digits(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
-    x, y = datasets.load_digits(return_X_y=True)
-    return x.reshape(-1, 8, 8, 1) / 16.0, y
-
-
 def load(cfg: DictConfig, seed: int) -> Split:
     """Loads the data set `cfg.name` and splits off `cfg.validation_split` for validation.
 
     Args:
         cfg: The `data` config group.
-        seed: Seed of the split.
+        seed: Seed of the split and of the `limit` subsets.
 
     Raises:
-        ValueError: If the arrays do not have the shape or classes the config declares.
+        ConfigError: If the data cannot be read, is empty or not finite, or does not have the shape
+            or classes the config declares; the message names the key to fix.
     """
-    x, y = LOADERS.lookup(cfg.name)(cfg)
-    x, y = np.asarray(x, dtype=np.float32), np.asarray(y).astype(np.int32)
-    if tuple(x.shape[1:]) != tuple(cfg.input_shape):
-        raise ValueError(
-            f"data.input_shape={list(cfg.input_shape)}: the data has shape {list(x.shape[1:])}"
-        )
-    if y.min() < 0 or y.max() >= cfg.num_classes:
-        raise ValueError(f"data.num_classes={cfg.num_classes}: labels range {y.min()}..{y.max()}")
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=cfg.validation_split, random_state=seed, stratify=y
-    )
-    if x.ndim == 2:
+    arrays = LOADERS.lookup(cfg.name)(cfg)
+    train = _checked(arrays.x, arrays.y, cfg)
+    if arrays.validation is None:
+        train, val = _split(*train, cfg, seed)
+    else:
+        val = _checked(*arrays.validation, cfg)
+    if cfg.get("limit") is not None:
+        train, val = (_subset(*part, cfg, seed) for part in (train, val))
+    (x_train, y_train), (x_val, y_val) = (_scaled(*part, cfg) for part in (train, val))
+    if x_train.ndim == 2:
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
-    if cfg.num_classes == 2:
-        y_train, y_val = (y.reshape(-1, 1).astype(np.float32) for y in (y_train, y_val))
     return Split(x_train, y_train, x_val, y_val, int(cfg.num_classes))
+
+
+def _source(cfg: DictConfig) -> tuple[str, object]:
+    """The config key and value to name when the arrays themselves are wrong."""
+    return ("data.path", cfg.path) if cfg.get("path") is not None else ("data", cfg.name)
+
+
+def _checked(x: np.ndarray, y: np.ndarray, cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Checks one part's arrays; returns them with the labels flattened to shape (n,)."""
+    key, value = _source(cfg)
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0 or len(x) != len(y) or y.size != len(y):
+        problem = f"x has shape {list(x.shape)} and y {list(y.shape)}"
+        raise ConfigError(key, value, f"expected samples and one label per sample; {problem}")
+    for name, array in (("x", x), ("y", y)):
+        if array.dtype.kind not in "biuf":
+            raise ConfigError(key, value, f"expected numbers in {name}, got dtype {array.dtype}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ConfigError(key, value, f"{name} has NaN or infinite values")
+    shape, declared = list(x.shape[1:]), list(cfg.input_shape)
+    if declared not in (shape, [*shape, 1]):
+        allowed = f"the data's samples have shape {shape}; set data.input_shape={shape}"
+        raise ConfigError("data.input_shape", declared, allowed)
+    y = y.reshape(-1)
+    if cfg.num_classes and not np.array_equal(y, np.round(y)):
+        allowed = "the labels are not integers (for regression targets set data.num_classes=0)"
+        raise ConfigError("data.num_classes", cfg.num_classes, allowed)
+    if cfg.num_classes and (y.min() < 0 or y.max() >= cfg.num_classes):
+        allowed = f"the labels range over {y.min():g}..{y.max():g}"
+        raise ConfigError("data.num_classes", cfg.num_classes, allowed)
+    return x, y
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, cfg: DictConfig, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Splits off the validation set, stratified by class for classification."""
+    try:
+        x_train, x_val, y_train, y_val = train_test_split(
+            x,
+            y,
+            test_size=cfg.validation_split,
+            random_state=seed,
+            stratify=y if cfg.num_classes else None,
+        )
+    except ValueError as error:
+        raise ConfigError("data.validation_split", cfg.validation_split, str(error)) from None
+    return (x_train, y_train), (x_val, y_val)
+
+
+def _subset(
+    x: np.ndarray, y: np.ndarray, cfg: DictConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most `cfg.limit` samples: a seeded random subset, stratified by class if possible."""
+    if len(x) <= cfg.limit:
+        return x, y
+    stratify = y if cfg.num_classes and cfg.limit >= cfg.num_classes else None
+    return tuple(
+        resample(x, y, replace=False, n_samples=cfg.limit, random_state=seed, stratify=stratify)
+    )
+
+
+def _scaled(x: np.ndarray, y: np.ndarray, cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """float32 features (`uint8` images / 255, channel axis added) and labels Keras expects."""
+    images = x.dtype == np.uint8
+    x = x.astype(np.float32).reshape(len(x), *cfg.input_shape)
+    if images:
+        x /= 255.0
+    if cfg.num_classes in (0, 2):
+        return x, y.astype(np.float32).reshape(-1, 1)
+    return x, y.astype(np.int32)
 
 
 def class_weights(setting: object, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:

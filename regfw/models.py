@@ -1,17 +1,29 @@
 """Keras models built from the `model` config group and the data's declared shape.
 
-Layers get explicit names (`dense`, `dense_1`, ..., `conv2d`, ..., `output`), so weight paths such
-as `dense/kernel` are the same in every run and selectors can rely on them.
+Layers get explicit names (`dense`, `dense_1`, ..., `conv2d`, ..., `lstm`, ..., `output`), so weight
+paths are the same in every run and selectors can rely on them. A recurrent layer's weights live in
+its cell: `lstm/lstm_cell/kernel`, `lstm/lstm_cell/recurrent_kernel`, `gru/gru_cell/...`,
+`simple_rnn/simple_rnn_cell/...`. A `keras.applications` model keeps Keras's own layer names
+(`Conv1/kernel`, `block_1_expand/kernel`, ... for MobileNetV2).
 """
 
 from __future__ import annotations
 
 import keras
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from regfw.registry import Registry
+from regfw.registry import Registry, did_you_mean
+from regfw.schema import ConfigError
 
 BUILDERS: Registry = Registry("model")
+
+# model.cell -> (Keras layer, its explicit name)
+RNN_LAYERS = {
+    "lstm": (keras.layers.LSTM, "lstm"),
+    "gru": (keras.layers.GRU, "gru"),
+    "simple": (keras.layers.SimpleRNN, "simple_rnn"),
+}
+POOLING_LAYERS = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePooling2D}
 
 
 def _numbered(prefix: str, index: int) -> str:
@@ -19,7 +31,9 @@ def _numbered(prefix: str, index: int) -> str:
 
 
 def output_layer(num_classes: int) -> keras.layers.Layer:
-    """A sigmoid unit for binary labels, a softmax over classes otherwise."""
+    """One sigmoid unit for binary labels, softmax over classes, one linear unit for regression."""
+    if num_classes == 0:
+        return keras.layers.Dense(1, name="output")
     if num_classes == 2:
         return keras.layers.Dense(1, activation="sigmoid", name="output")
     return keras.layers.Dense(num_classes, activation="softmax", name="output")
@@ -29,7 +43,14 @@ def output_layer(num_classes: int) -> keras.layers.Layer:
 def _mlp(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
     x = keras.layers.Flatten(name="flatten")(inputs) if len(inputs.shape) > 2 else inputs
     for i, units in enumerate(cfg.units):
-        x = keras.layers.Dense(units, activation=cfg.activation, name=_numbered("dense", i))(x)
+        if cfg.batch_norm:  # Dense -> BatchNormalization -> activation; the norm's beta is the bias
+            x = keras.layers.Dense(units, use_bias=False, name=_numbered("dense", i))(x)
+            x = keras.layers.BatchNormalization(name=_numbered("batch_normalization", i))(x)
+            x = keras.layers.Activation(cfg.activation, name=_numbered("activation", i))(x)
+        else:
+            x = keras.layers.Dense(units, activation=cfg.activation, name=_numbered("dense", i))(x)
+        if cfg.dropout:
+            x = keras.layers.Dropout(cfg.dropout, name=_numbered("dropout", i))(x)
     return x
 
 
@@ -44,12 +65,58 @@ def _cnn(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
             activation=cfg.activation,
             name=_numbered("conv2d", i),
         )(x)
-        if min(x.shape[1:3]) >= 2:
-            x = keras.layers.MaxPooling2D(2, name=_numbered("max_pooling2d", i))(x)
+        if cfg.pooling in POOLING_LAYERS and min(x.shape[1:3]) >= 2:
+            name = _numbered(f"{cfg.pooling}_pooling2d", i)
+            x = POOLING_LAYERS[cfg.pooling](2, name=name)(x)
     x = keras.layers.Flatten(name="flatten")(x)
     if cfg.dense_units:
         x = keras.layers.Dense(cfg.dense_units, activation=cfg.activation, name="dense")(x)
     return x
+
+
+@BUILDERS.register("rnn")
+def _rnn(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    layer, prefix = RNN_LAYERS[cfg.cell]
+    x = inputs
+    for i, units in enumerate(cfg.units):
+        last = i == len(cfg.units) - 1
+        x = layer(
+            units, activation=cfg.activation, return_sequences=not last, name=_numbered(prefix, i)
+        )(x)
+    return x
+
+
+def application_names() -> list[str]:
+    """The model constructors in `keras.applications` (ResNet50, MobileNetV2, ...)."""
+    return [name for name in dir(keras.applications) if name[:1].isupper()]
+
+
+@BUILDERS.register("application")
+def _application(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    names = application_names()
+    if cfg.architecture not in names:
+        allowed = (
+            f"expected a keras.applications model.{did_you_mean(cfg.architecture, names)} "
+            f"Available: {', '.join(names)}"
+        )
+        raise ConfigError("model.architecture", cfg.architecture, allowed)
+    kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.kwargs else {}
+    try:
+        base = getattr(keras.applications, cfg.architecture)(
+            include_top=False,
+            weights=None,
+            input_tensor=inputs,
+            input_shape=inputs.shape[1:],  # with input_tensor alone, Keras skips the size check
+            pooling=cfg.pooling,
+            **kwargs,
+        )
+    except (TypeError, ValueError) as error:
+        allowed = (
+            f"cannot build it with model.kwargs={kwargs} on data.input_shape="
+            f"{list(inputs.shape[1:])}: {error}"
+        )
+        raise ConfigError("model.architecture", cfg.architecture, allowed) from None
+    return base.output
 
 
 def build(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -58,7 +125,11 @@ def build(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> ke
     Args:
         cfg: The `model` config group.
         input_shape: Shape of one sample.
-        num_classes: Number of classes (2: one sigmoid unit).
+        num_classes: Number of classes (2: one sigmoid unit; 0: regression, one linear unit).
+
+    Raises:
+        ConfigError: If `model=application` names no keras.applications model, or that model
+            cannot be built on `input_shape` (most need images of at least 32x32).
     """
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     features = BUILDERS.lookup(cfg.name)(cfg, inputs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,8 +16,24 @@ from omegaconf import DictConfig, OmegaConf
 from regfw.registry import did_you_mean
 from regfw.schedules import SCHEDULES
 
-MODELS = ("mlp", "cnn")
-DATASETS = ("synthetic", "breast_cancer", "digits")
+MODELS = ("mlp", "cnn", "rnn", "application")
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("synthetic", "breast_cancer", "digits", "adding", *KERAS_DATASETS, "file")
+RNN_CELLS = ("lstm", "gru", "simple")
+POOLINGS = ("max", "average", "none")
+# Arguments of a keras.applications constructor that regfw sets itself.
+APPLICATION_OWN_ARGS = ("include_top", "weights", "input_tensor", "input_shape", "pooling",
+                        "classes", "classifier_activation")  # fmt: skip
+# What a model needs of the data: (len of data.input_shape, what that means, data to try).
+MODEL_INPUTS = {
+    "cnn": (3, "a conv net needs image data (input_shape [height, width, channels])", "digits"),
+    "rnn": (2, "a recurrent net needs sequence data (input_shape [timesteps, features])", "adding"),
+    "application": (
+        3,
+        "a keras.applications model needs image data (input_shape [height, width, channels])",
+        "cifar10",
+    ),
+}
 OPTIMIZERS = ("adam", "sgd", "adamw")
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "swish", "softplus", "softsign",
@@ -36,8 +53,8 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, key: str, value: Any, allowed: str) -> None:
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={_show(value)}: {allowed}")
+        self.key, self.value, self.allowed = key, value, " ".join(str(allowed).split())
+        super().__init__(f"{key}={_show(value)}: {self.allowed}")
 
 
 def _show(value: Any) -> str:
@@ -93,6 +110,13 @@ def choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
     return value
 
 
+def flag(key: str, value: Any) -> bool:
+    """Checks that `value` is true or false."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "expected true or false")
+    return value
+
+
 def int_list(key: str, value: Any, *, low: int, allow_empty: bool = False) -> list[int]:
     """Checks a list of integers >= `low`."""
     items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
@@ -131,31 +155,93 @@ def validate(cfg: DictConfig) -> None:
 def _validate_data(data: DictConfig) -> None:
     choice("data.name", data.name, DATASETS)
     int_list("data.input_shape", data.input_shape, low=1)
-    number("data.num_classes", data.num_classes, low=2, integer=True)
-    number("data.validation_split", data.validation_split, low=0, high=1, low_open=True,
-           high_open=True)  # fmt: skip
-    if data.name == "synthetic":
-        number("data.n_samples", data.n_samples, low=10, integer=True)
-        number("data.seed", data.seed, low=0, integer=True)
+    classes = data.num_classes
+    if not (_is_number(classes) and isinstance(classes, int) and (classes == 0 or classes >= 2)):
+        allowed = "expected 0 (regression) or an integer >= 2 (classes)"
+        raise ConfigError("data.num_classes", classes, allowed)
+    if "validation_split" in data:
+        number("data.validation_split", data.validation_split, low=0, high=1, low_open=True,
+               high_open=True)  # fmt: skip
+    for key, low in (("n_samples", 10), ("seed", 0), ("timesteps", 2)):
+        if key in data:
+            number(f"data.{key}", data[key], low=low, integer=True)
+    if data.get("limit") is not None:
+        number("data.limit", data.limit, low=1, integer=True)
+    if data.name == "file" or data.get("path") is not None:
+        _validate_path(data)
+    if data.name == "file" and (not isinstance(data.label_column, str) or not data.label_column):
+        raise ConfigError("data.label_column", data.label_column, "expected a column name")
+
+
+def _validate_path(data: DictConfig) -> None:
+    suffixes = (".npz", ".csv") if data.name == "file" else (".npz",)
+    contents = "arrays x and y" if data.name == "file" else "x_train, y_train, x_test, y_test"
+    allowed = f"expected the path of a {' or '.join(suffixes)} file ({contents})"
+    path = data.get("path")
+    if not isinstance(path, str) or Path(path).suffix.lower() not in suffixes:
+        raise ConfigError("data.path", path, allowed)
+    if not Path(path).is_file():
+        raise ConfigError("data.path", path, f"no such file (from {Path.cwd()}); {allowed}")
 
 
 def _validate_model(model: DictConfig, data: DictConfig) -> None:
     choice("model.name", model.name, MODELS)
-    choice("model.activation", model.activation, ACTIVATIONS)
-    if model.name == "mlp":
-        int_list("model.units", model.units, low=1)
-    else:
-        int_list("model.filters", model.filters, low=1)
-        number("model.kernel_size", model.kernel_size, low=1, integer=True)
-        number("model.dense_units", model.dense_units, low=0, integer=True)
-        if len(data.input_shape) not in (2, 3):
+    _MODEL_CHECKS[model.name](model)
+    if model.name in MODEL_INPUTS:
+        rank, need, example = MODEL_INPUTS[model.name]
+        if len(data.input_shape) != rank:
             raise ConfigError(
                 "model",
                 model.name,
-                f"a conv net needs image data (input_shape [height, width, channels]), but "
-                f"data={data.name} has input_shape {list(data.input_shape)}; use model=mlp or "
-                "image data such as data=digits",
+                f"{need}, but data={data.name} has input_shape {list(data.input_shape)}; use "
+                f"model=mlp or data such as data={example}",
             )
+
+
+def _validate_mlp(model: DictConfig) -> None:
+    int_list("model.units", model.units, low=1)
+    choice("model.activation", model.activation, ACTIVATIONS)
+    number("model.dropout", model.dropout, low=0, high=1, high_open=True)
+    flag("model.batch_norm", model.batch_norm)
+
+
+def _validate_cnn(model: DictConfig) -> None:
+    int_list("model.filters", model.filters, low=1)
+    number("model.kernel_size", model.kernel_size, low=1, integer=True)
+    choice("model.pooling", model.pooling, POOLINGS)
+    number("model.dense_units", model.dense_units, low=0, integer=True)
+    choice("model.activation", model.activation, ACTIVATIONS)
+
+
+def _validate_rnn(model: DictConfig) -> None:
+    choice("model.cell", model.cell, RNN_CELLS)
+    int_list("model.units", model.units, low=1)
+    choice("model.activation", model.activation, ACTIVATIONS)
+
+
+def _validate_application(model: DictConfig) -> None:
+    # The name itself is checked against keras.applications when the model is built.
+    if not isinstance(model.architecture, str) or not model.architecture:
+        allowed = "expected a keras.applications model name such as MobileNetV2"
+        raise ConfigError("model.architecture", model.architecture, allowed)
+    choice("model.pooling", model.pooling, ("avg", "max"))
+    if model.kwargs is None:
+        return
+    if not OmegaConf.is_dict(model.kwargs):
+        allowed = "expected null or a mapping such as {alpha: 0.35}"
+        raise ConfigError("model.kwargs", model.kwargs, allowed)
+    taken = sorted(set(model.kwargs) & set(APPLICATION_OWN_ARGS))
+    if taken:
+        allowed = f"regfw sets {', '.join(taken)} itself (weights=None, no top)"
+        raise ConfigError("model.kwargs", model.kwargs, allowed)
+
+
+_MODEL_CHECKS = {
+    "mlp": _validate_mlp,
+    "cnn": _validate_cnn,
+    "rnn": _validate_rnn,
+    "application": _validate_application,
+}
 
 
 PARAM_RULES: dict[str, dict[str, Any]] = {
@@ -252,6 +338,9 @@ def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
             choice(f"trainer.{key}", trainer[key], (True, False))
     choice("trainer.monitor", trainer.monitor, MONITORS)
     weights = trainer.class_weight
+    if weights is not None and num_classes == 0:
+        allowed = "expected null: the data is a regression (data.num_classes=0)"
+        raise ConfigError("trainer.class_weight", weights, allowed)
     if weights is None or weights == "balanced":
         return
     allowed = (

@@ -46,7 +46,15 @@ def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
 
 
 def loss_and_metrics(num_classes: int) -> tuple[str, list[Any]]:
-    """Returns the data loss and the metrics: `data_loss` (the loss without penalties), accuracy."""
+    """Returns the data loss and the metrics: `data_loss` (the loss without penalties) and accuracy.
+
+    Regression (`num_classes` 0): mean squared error loss, and `mae` instead of accuracy.
+    """
+    if num_classes == 0:
+        return "mean_squared_error", [
+            keras.metrics.MeanSquaredError(name="data_loss"),
+            keras.metrics.MeanAbsoluteError(name="mae"),
+        ]
     if num_classes == 2:
         return "binary_crossentropy", [
             keras.metrics.BinaryCrossentropy(name="data_loss"),

@@ -11,11 +11,18 @@ import pytest
 from regfw.config import GROUPS, compose, conf_dir, group_options
 from regfw.schema import ConfigError, validate
 
-NEEDS = {"model=cnn": ["data=digits"], "penalty=custom": ["penalty.name=quartic"]}
+# What an option needs besides the defaults to validate ({tmp} is the test's tmp_path).
+NEEDS = {
+    "model=cnn": ["data=digits"],
+    "model=rnn": ["data=adding"],
+    "model=application": ["data=cifar10"],
+    "data=file": ["data.path={tmp}/data.csv"],
+    "penalty=custom": ["penalty.name=quartic"],
+}
 
 
 def test_groups_have_the_documented_options():
-    assert group_options("model") == ["cnn", "mlp"]
+    assert group_options("model") == ["application", "cnn", "mlp", "rnn"]
     assert group_options("penalty") == [
         "clip", "custom", "elastic", "group_lasso", "hoyer", "keras_l1", "keras_l1l2", "keras_l2",
         "keras_orthogonal", "l1", "l2", "max_norm", "none", "orthogonal", "orthogonal_offdiag",
@@ -23,7 +30,10 @@ def test_groups_have_the_documented_options():
     ]  # fmt: skip
     assert group_options("constraint") == ["clip", "max_norm", "non_neg", "unit_norm"]
     assert group_options("optimizer") == ["adam", "adamw", "sgd"]
-    assert group_options("data") == ["breast_cancer", "digits", "synthetic"]
+    assert group_options("data") == [
+        "adding", "breast_cancer", "cifar10", "digits", "fashion_mnist", "file", "mnist",
+        "synthetic",
+    ]  # fmt: skip
     assert group_options("trainer") == ["default"]
     assert group_options("experiment") == ["seed_clip", "seed_orthogonal", "seed_sparsity"]
 
@@ -32,8 +42,9 @@ def test_groups_have_the_documented_options():
     "override",
     [f"{g}={o}" for g in GROUPS if g not in ("experiment", "constraint") for o in group_options(g)],
 )
-def test_every_option_composes_and_validates(override):
-    cfg = compose([override, *NEEDS.get(override, [])])
+def test_every_option_composes_and_validates(override, tmp_path):
+    (tmp_path / "data.csv").write_text("a,label\n1,0\n")
+    cfg = compose([override, *(n.format(tmp=tmp_path) for n in NEEDS.get(override, []))])
     validate(cfg)
     group, option = override.split("=")
     assert cfg[group].get("name", option) == ("quartic" if option == "custom" else option)
