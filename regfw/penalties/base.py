@@ -1,0 +1,184 @@
+"""The penalty base class, the registry (`register`, `get`, `available`) and `Combined`."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+from regfw.registry import Registry
+
+_REGISTRY: Registry[type[Penalty]] = Registry("penalty")
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def check_scale(scale: Any) -> float:
+    """Returns `scale` as a float.
+
+    Raises:
+        ValueError: If `scale` is not a finite number >= 0.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return float(scale)
+
+
+def check_iterations(iterations: Any) -> int:
+    """Returns a power-iteration count as an int.
+
+    Raises:
+        ValueError: If it is not an integer >= 1.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    return iterations
+
+
+class Penalty(keras.regularizers.Regularizer):
+    """Base class: `scale * value(w)`, with the scale in a non-trainable variable.
+
+    Subclasses implement `value(w)` with `keras.ops` and pass their parameters to `__init__` as
+    keyword arguments, which makes `get_config` round-trip.
+
+    Args:
+        scale: Multiplier of the penalty; a finite number >= 0.
+        **params: The penalty's own parameters, stored in `self.params`.
+    """
+
+    name: str = ""
+
+    def __init__(self, scale: float = 1.0, **params: Any) -> None:
+        self.params = params
+        self._scale_value = check_scale(scale)
+        self._scale = keras.Variable(
+            self._scale_value, trainable=False, dtype="float64", name="penalty_scale"
+        )
+
+    @property
+    def scale(self) -> float:
+        """The current scale, as it was given (a Python float, not rounded to float32)."""
+        return self._scale_value
+
+    @property
+    def scale_variable(self) -> keras.Variable:
+        """The variable holding the scale (assign to it to change the scale without retracing)."""
+        return self._scale
+
+    def set_scale(self, scale: float) -> None:
+        """Sets the scale; takes effect at the next step, without retracing."""
+        self._scale_value = check_scale(scale)
+        self._scale.assign(self._scale_value)
+
+    def value(self, w: Any) -> Any:
+        """Returns the unscaled penalty of one weight tensor."""
+        raise NotImplementedError
+
+    def __call__(self, w: Any) -> Any:
+        dtype = keras.backend.standardize_dtype(w.dtype)
+        if dtype in _LOW_PRECISION or not dtype.startswith("float"):
+            w = ops.cast(w, "float32")
+        value = self.value(w)
+        return ops.cast(self._scale, value.dtype) * value
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, **self.params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def register(name: str) -> Callable[[Any], Any]:
+    """Registers a penalty under `name` (decorator); a taken name is an error.
+
+    The decorated object is either a `Penalty` subclass, or a function `fn(w, **params)` returning
+    a scalar written with `keras.ops`; a function is wrapped in a `Penalty` subclass whose
+    parameters are the function's keyword arguments (with their defaults) plus `scale`.
+
+    Example:
+        >>> @register("l4")
+        ... def l4(w):
+        ...     return keras.ops.sum(w**4)
+
+    Raises:
+        ValueError: If `name` is already registered.
+    """
+
+    def decorator(obj: Any) -> Any:
+        cls = obj if isinstance(obj, type) else _penalty_class_from_function(name, obj)
+        if not issubclass(cls, Penalty):
+            raise TypeError(f"register('{name}') expects a Penalty subclass or a function.")
+        _REGISTRY.add(name, cls)
+        cls.name = name
+        return obj
+
+    return decorator
+
+
+def get(name: str, **params: Any) -> Penalty:
+    """Builds the penalty registered under `name` with `params` (including `scale`).
+
+    Raises:
+        regfw.registry.UnknownNameError: If `name` is not registered (lists the available names).
+        TypeError: If a parameter is not one the penalty takes.
+    """
+    cls = _REGISTRY.lookup(name)
+    try:
+        inspect.signature(cls).bind(**params)
+    except TypeError:
+        allowed = ", ".join(inspect.signature(cls).parameters)
+        raise TypeError(
+            f"penalty '{name}' got parameters {sorted(params)}; it takes: {allowed}"
+        ) from None
+    return cls(**params)
+
+
+def available() -> list[str]:
+    """Returns the registered penalty names, sorted."""
+    return _REGISTRY.names()
+
+
+def _penalty_class_from_function(name: str, fn: Callable[..., Any]) -> type[Penalty]:
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+
+    class FunctionPenalty(Penalty):
+        def __init__(self, scale: float = 1.0, **params: Any) -> None:
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
+            super().__init__(scale, **{**defaults, **params})
+
+        def value(self, w: Any) -> Any:
+            return fn(w, **self.params)
+
+    FunctionPenalty.__name__ = FunctionPenalty.__qualname__ = f"{fn.__name__}_penalty"
+    FunctionPenalty.__doc__ = fn.__doc__
+    return FunctionPenalty
+
+
+class Combined(keras.regularizers.Regularizer):
+    """The sum of several penalties on one weight (when two terms select the same weight).
+
+    Args:
+        parts: The penalties to add.
+    """
+
+    def __init__(self, parts: list[Penalty]) -> None:
+        self.parts = list(parts)
+
+    def __call__(self, w: Any) -> Any:
+        values = [part(w) for part in self.parts]
+        return values[0] if len(values) == 1 else ops.sum(ops.stack(values))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"parts": [{"name": p.name, **p.get_config()} for p in self.parts]}

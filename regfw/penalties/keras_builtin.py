@@ -1,0 +1,51 @@
+"""Keras's own regularizers under regfw names (`keras_l1`, ...), for comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+from regfw.penalties.base import Penalty, register
+from regfw.penalties.linalg import as_matrix
+
+
+def _keras_penalty(name: str, factory: Callable[..., Any], doc: str, **defaults: Any) -> None:
+    """Registers one of Keras's own regularizers under `name`, as a Penalty with `scale` 1."""
+
+    class KerasPenalty(Penalty):
+        def __init__(self, scale: float = 1.0, **params: Any) -> None:
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
+            super().__init__(scale, **{**defaults, **params})
+            self.regularizer = factory(**self.params)
+
+        def value(self, w: Any) -> Any:
+            w = ops.cast(w, "float32")  # Keras's regularizers compute in float32
+            return self.regularizer(as_matrix(w) if name == "keras_orthogonal" else w)
+
+    KerasPenalty.__name__ = KerasPenalty.__qualname__ = f"{factory.__name__}Penalty"
+    KerasPenalty.__doc__ = doc
+    register(name)(KerasPenalty)
+
+
+_keras_penalty("keras_l1", keras.regularizers.L1, "Keras's `L1(l1)`: `l1 * sum(|w|)`.", l1=0.01)
+_keras_penalty("keras_l2", keras.regularizers.L2, "Keras's `L2(l2)`: `l2 * sum(w^2)`.", l2=0.01)
+_keras_penalty(
+    "keras_l1l2",
+    keras.regularizers.L1L2,
+    "Keras's `L1L2(l1, l2)`: `l1 * sum(|w|) + l2 * sum(w^2)`.",
+    l1=0.01,
+    l2=0.01,
+)
+_keras_penalty(
+    "keras_orthogonal",
+    keras.regularizers.OrthogonalRegularizer,
+    "Keras's `OrthogonalRegularizer(factor, mode)`: `factor` times the mean absolute cosine "
+    "between distinct rows (or columns) of W. Not the article's `||W^T W - I||_F^2`.",
+    factor=0.01,
+    mode="rows",
+)
