@@ -151,19 +151,30 @@ def _penalty_class_from_function(name: str, fn: Callable[..., Any]) -> type[Pena
         if p.default is not inspect.Parameter.empty
     }
 
-    class FunctionPenalty(Penalty):
-        def __init__(self, scale: float = 1.0, **params: Any) -> None:
-            unknown = set(params) - set(defaults)
-            if unknown:
-                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
-            super().__init__(scale, **{**defaults, **params})
-
+    class FunctionPenalty(KeywordPenalty):
         def value(self, w: Any) -> Any:
             return fn(w, **self.params)
+
+    FunctionPenalty.defaults = defaults
 
     FunctionPenalty.__name__ = FunctionPenalty.__qualname__ = f"{fn.__name__}_penalty"
     FunctionPenalty.__doc__ = fn.__doc__
     return FunctionPenalty
+
+
+class KeywordPenalty(Penalty):
+    """A penalty whose parameters are the keyword arguments in the class's `defaults`.
+
+    Used for penalties built from a function or from one of Keras's regularizers.
+    """
+
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, scale: float = 1.0, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"penalty '{self.name}' takes no parameters {sorted(unknown)}")
+        super().__init__(scale, **{**self.defaults, **params})
 
 
 class Combined(keras.regularizers.Regularizer):

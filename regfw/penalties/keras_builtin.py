@@ -8,25 +8,23 @@ from typing import Any
 import keras
 from keras import ops
 
-from regfw.penalties.base import Penalty, register
+from regfw.penalties.base import KeywordPenalty, register
 from regfw.penalties.linalg import as_matrix
 
 
 def _keras_penalty(name: str, factory: Callable[..., Any], doc: str, **defaults: Any) -> None:
     """Registers one of Keras's own regularizers under `name`, as a Penalty with `scale` 1."""
 
-    class KerasPenalty(Penalty):
+    class KerasPenalty(KeywordPenalty):
         def __init__(self, scale: float = 1.0, **params: Any) -> None:
-            unknown = set(params) - set(defaults)
-            if unknown:
-                raise TypeError(f"penalty '{name}' takes no parameters {sorted(unknown)}")
-            super().__init__(scale, **{**defaults, **params})
+            super().__init__(scale, **params)
             self.regularizer = factory(**self.params)
 
         def value(self, w: Any) -> Any:
             w = ops.cast(w, "float32")  # Keras's regularizers compute in float32
             return self.regularizer(as_matrix(w) if name == "keras_orthogonal" else w)
 
+    KerasPenalty.defaults = defaults
     KerasPenalty.__name__ = KerasPenalty.__qualname__ = f"{factory.__name__}Penalty"
     KerasPenalty.__doc__ = doc
     register(name)(KerasPenalty)
