@@ -1,4 +1,4 @@
-"""Keras callbacks: per-epoch penalty values, and TensorBoard logging of regfw's own tags."""
+"""Keras callbacks: penalty values and weight diagnostics per epoch, logged to TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import tensorflow as tf
 from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
+from regfw import hparams
 from regfw.attach import PenaltyTerm
+from regfw.diagnostics import WeightDiagnostics
 
 # Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
-OWN_KEYS = ("data_loss", "penalty/")
+OWN_KEYS = ("data_loss", "penalty/", "diagnostics/")
 
 
 def is_own_key(key: str) -> bool:
@@ -93,9 +95,17 @@ class RegfwTensorBoard(keras.callbacks.TensorBoard):
 
 
 def make_callbacks(cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm]) -> list[Any]:
-    """Returns the callbacks of a run, in order (penalty values first, so TensorBoard sees them)."""
+    """Returns the callbacks of a run, in order (penalty values first, so TensorBoard sees them).
+
+    The run's hparams go to TensorBoard's HParams dashboard when training begins; a NaN loss stops
+    training (the run's status is then `diverged`).
+    """
+    values = hparams.hydra_run_values(cfg)
     return [
+        keras.callbacks.LambdaCallback(on_train_begin=lambda _: hparams.write_run(run_dir, values)),
+        keras.callbacks.TerminateOnNaN(),
         PenaltyMonitor(terms),
+        *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
         RegfwTensorBoard(
             log_dir=str(run_dir),
             histogram_freq=1 if cfg.trainer.histograms else 0,

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from regfw import sweep
 from regfw.config import GROUPS, compose, group_options
 from regfw.registry import UnknownNameError, did_you_mean
 from regfw.schema import ConfigError, validate
@@ -29,16 +30,25 @@ def fail(message: str) -> NoReturn:
 
 
 def run(cfg: DictConfig) -> float:
-    """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`)."""
-    try:
-        validate(cfg)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
-        from regfw.trainer import train
+    """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`).
 
-        metrics = train(cfg)
+    In a multirun, a job that fails is recorded in its `metrics.json` and the sweep goes on
+    (`regfw.sweep`); the multirun's exit code says whether every job completed.
+    """
+    if sweep.in_multirun():
+        return sweep.run_recorded(cfg, lambda: _train(cfg), USER_ERRORS)
+    try:
+        return _train(cfg)
     except USER_ERRORS as error:
         fail(str(error))
-    return metrics["objective"]["value"]
+
+
+def _train(cfg: DictConfig) -> float:
+    validate(cfg)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
+    from regfw.trainer import train
+
+    return train(cfg)["objective"]["value"]
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:

@@ -6,6 +6,7 @@ Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event fi
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, data, models
+from regfw import atomic, data, models, sweep
 from regfw.attach import PenaltyTerm, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.schema import validate
@@ -81,11 +82,21 @@ def default_output_dir() -> Path:
 
 def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     final = {k: float(v[-1]) for k, v in history.items()}
+    sections = ("val_", "penalty/", "diagnostics/")
     return {
-        "train": {k: v for k, v in final.items() if not k.startswith(("val_", "penalty/"))},
+        "train": {k: v for k, v in final.items() if not k.startswith(sections)},
         "validation": {k[4:]: v for k, v in final.items() if k.startswith("val_")},
         "penalty": {k[8:]: v for k, v in final.items() if k.startswith("penalty/")},
+        "diagnostics": {k[12:]: v for k, v in final.items() if k.startswith("diagnostics/")},
     }
+
+
+def _divergence(history: dict[str, list[float]]) -> dict[str, str]:
+    """Returns `{"status": "diverged", "error": <first non-finite loss>}`, or completed."""
+    for epoch, loss in enumerate(history.get("loss", []), start=1):
+        if not math.isfinite(loss):
+            return {"status": "diverged", "error": f"training loss became {loss} in epoch {epoch}"}
+    return {"status": "completed"}
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
@@ -127,9 +138,10 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     wall_time = time.perf_counter() - start
     model.save(run_dir / "model.keras")
     metrics = {
-        "status": "completed",
+        **_divergence(history.history),
         "epochs_run": len(history.epoch),
         "wall_time_s": round(wall_time, 3),
+        "rss_mb": sweep.resident_memory_mb(),  # at the end of the run: shows growth over a sweep
         "output_dir": str(run_dir),
         **_final_metrics(history.history),
     }

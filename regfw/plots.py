@@ -1,0 +1,102 @@
+"""PNG plots of a sweep against the penalty scale (log x), one line per penalty.
+
+- `validation_vs_scale.png`: validation data loss and validation accuracy;
+- `diagnostics_vs_scale.png`: the fraction of near-zero weights and the orthogonality deviation.
+
+Points are means over the rows that differ only in `trainer.seed`, with the sample standard
+deviation as error bars when seeds are replicated. A run with scale 0 (`penalty=none`) is a dashed
+horizontal line. Keys a sweeper searches over an interval do not split lines (every trial differs).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from regfw import atomic
+
+SCALE = "penalty.scale"
+NOT_A_LINE = (SCALE, "trainer.seed", "penalty", "penalty.name")
+FIGURES = {
+    "validation_vs_scale.png": (
+        ("validation/data_loss", "validation data loss (no penalty)"),
+        ("validation/accuracy", "validation accuracy"),
+    ),
+    "diagnostics_vs_scale.png": (
+        ("diagnostics/near_zero", "fraction of weights with |w| < 1e-3"),
+        ("diagnostics/orthogonality", "orthogonality deviation ||G - I||_F / sqrt(p)"),
+    ),
+}
+
+
+def lines(
+    rows: Sequence[dict[str, Any]], metric: str, split_by: Sequence[str]
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Returns label -> sorted `(scale, mean, std)` points of `metric` over the completed rows."""
+    points: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        value = row.get(metric)
+        if row["status"] != "ok" or not isinstance(value, (int, float)):
+            continue
+        label = ", ".join([str(row.get("penalty.name"))] + [f"{k}={row[k]}" for k in split_by])
+        points.setdefault(label, {}).setdefault(float(row[SCALE]), []).append(float(value))
+    return {
+        label: sorted(
+            (scale, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+            for scale, v in by_scale.items()
+        )
+        for label, by_scale in points.items()
+    }
+
+
+def write_plots(
+    sweep_dir: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str], searched: Sequence[str]
+) -> list[Path]:
+    """Writes the figures that have data to `sweep_dir`; returns their paths.
+
+    Args:
+        sweep_dir: The sweep folder.
+        rows: The summary rows (`regfw.report.collect`).
+        keys: The hyperparameter columns; those that vary (but the scale, the seed, the penalty
+            and `searched`) split the lines.
+        searched: Keys a sweeper searched over an interval.
+    """
+    from matplotlib.figure import Figure
+
+    split_by = [
+        k
+        for k in keys
+        if k not in NOT_A_LINE and k not in searched and len({str(r.get(k)) for r in rows}) > 1
+    ]
+    written = []
+    for name, panels in FIGURES.items():
+        data = [(lines(rows, metric, split_by), title) for metric, title in panels]
+        if not any(d for d, _ in data):
+            continue
+        figure = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+        for axes, (by_label, title) in zip(figure.subplots(1, len(panels)), data, strict=True):
+            _draw(axes, by_label, title)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        atomic.write_bytes(sweep_dir / name, buffer.getvalue())
+        written.append(sweep_dir / name)
+    return written
+
+
+def _draw(axes: Any, by_label: dict[str, list[tuple[float, float, float]]], title: str) -> None:
+    for label, points in sorted(by_label.items()):
+        positive = [p for p in points if p[0] > 0]
+        if positive:
+            x, y, err = zip(*positive, strict=True)
+            axes.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        for _, y, _ in (p for p in points if p[0] <= 0):
+            axes.axhline(y, linestyle="--", color="gray", label=f"{label} (scale 0)")
+    axes.set_xscale("log")
+    axes.set_xlabel("penalty.scale")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    if by_label:
+        axes.legend(fontsize="small")
