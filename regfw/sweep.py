@@ -113,13 +113,11 @@ class SweepCallback(Callback):
         from regfw import report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = report.collect(sweep_dir)
-        if self.report:
-            try:
-                report.write_report(sweep_dir)
-            except Exception:  # Hydra would turn it into a warning and exit 0
-                log.exception("the sweep report failed")
-                sys.exit(EXIT_JOB_FAILED)
+        try:
+            rows = report.write_report(sweep_dir) if self.report else report.collect(sweep_dir)
+        except Exception:  # Hydra would turn it into a warning and exit 0
+            log.exception("the sweep report failed")
+            sys.exit(EXIT_JOB_FAILED)
         bad = [row for row in rows if row["status"] != "ok"]
         for row in bad:
             log.error("job %s %s: %s", row["job"], row["status"], row["error"])
