@@ -20,6 +20,7 @@ from regfw import atomic
 
 SCALE = "penalty.scale"
 NOT_A_LINE = (SCALE, "trainer.seed", "penalty", "penalty.name")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 FIGURES = {
     "validation_vs_scale.png": (
         ("validation/data_loss", "validation data loss (no penalty)"),
@@ -87,11 +88,12 @@ def write_plots(
 
 
 def _draw(axes: Any, by_label: dict[str, list[tuple[float, float, float]]], title: str) -> None:
-    for label, points in sorted(by_label.items()):
+    for i, (label, points) in enumerate(sorted(by_label.items())):
         positive = [p for p in points if p[0] > 0]
         if positive:
             x, y, err = zip(*positive, strict=True)
-            axes.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+            marker = MARKERS[i % len(MARKERS)]  # lines that coincide stay distinguishable
+            axes.errorbar(x, y, yerr=err, marker=marker, capsize=3, alpha=0.8, label=label)
         for _, y, _ in (p for p in points if p[0] <= 0):
             axes.axhline(y, linestyle="--", color="gray", label=f"{label} (scale 0)")
     axes.set_xscale("log")
