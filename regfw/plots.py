@@ -11,7 +11,6 @@ horizontal line. Keys a sweeper searches over an interval do not split lines (ev
 from __future__ import annotations
 
 import io
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,33 +33,32 @@ FIGURES = {
 
 
 def lines(
-    rows: Sequence[dict[str, Any]], metric: str, split_by: Sequence[str]
+    groups: Sequence[dict[str, Any]], metric: str, split_by: Sequence[str]
 ) -> dict[str, list[tuple[float, float, float]]]:
-    """Returns label -> sorted `(scale, mean, std)` points of `metric` over the completed rows."""
-    points: dict[str, dict[float, list[float]]] = {}
-    for row in rows:
-        value = row.get(metric)
-        if row["status"] != "ok" or not isinstance(value, (int, float)):
-            continue
-        label = ", ".join([str(row.get("penalty.name"))] + [f"{k}={row[k]}" for k in split_by])
-        points.setdefault(label, {}).setdefault(float(row[SCALE]), []).append(float(value))
-    return {
-        label: sorted(
-            (scale, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
-            for scale, v in by_scale.items()
-        )
-        for label, by_scale in points.items()
-    }
+    """Returns label -> `(scale, mean, std)` points of `metric`, sorted by scale.
+
+    Args:
+        groups: Seed aggregates (`regfw.report.aggregate_over_seeds`).
+        metric: A metric name such as `validation/data_loss`.
+        split_by: Keys whose values, with the penalty's name, label the lines.
+    """
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for group in groups:
+        if f"{metric}/mean" in group:
+            label = ", ".join([str(group["penalty.name"])] + [f"{k}={group[k]}" for k in split_by])
+            point = (float(group[SCALE]), group[f"{metric}/mean"], group[f"{metric}/std"])
+            points.setdefault(label, []).append(point)
+    return {label: sorted(p) for label, p in points.items()}
 
 
 def write_plots(
-    sweep_dir: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str], searched: Sequence[str]
+    sweep_dir: Path, groups: Sequence[dict[str, Any]], keys: Sequence[str], searched: Sequence[str]
 ) -> list[Path]:
     """Writes the figures that have data to `sweep_dir`; returns their paths.
 
     Args:
         sweep_dir: The sweep folder.
-        rows: The summary rows (`regfw.report.collect`).
+        groups: Seed aggregates of the completed jobs (`regfw.report.aggregate_over_seeds`).
         keys: The hyperparameter columns; those that vary (but the scale, the seed, the penalty
             and `searched`) split the lines.
         searched: Keys a sweeper searched over an interval.
@@ -70,11 +68,11 @@ def write_plots(
     split_by = [
         k
         for k in keys
-        if k not in NOT_A_LINE and k not in searched and len({str(r.get(k)) for r in rows}) > 1
+        if k not in NOT_A_LINE and k not in searched and len({str(g.get(k)) for g in groups}) > 1
     ]
     written = []
     for name, panels in FIGURES.items():
-        data = [(lines(rows, metric, split_by), title) for metric, title in panels]
+        data = [(lines(groups, metric, split_by), title) for metric, title in panels]
         if not any(d for d, _ in data):
             continue
         figure = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")

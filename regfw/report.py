@@ -171,12 +171,12 @@ def write_report(sweep_dir: str | Path, out: Any = sys.stdout) -> list[dict[str,
               for r in rows]  # fmt: skip
     columns = ["job", *varying, "status", *SHOWN, "wall_time_s", "rss_mb"]
     print(markdown(status, columns), file=out)
+    groups = aggregate_over_seeds(rows)
     if len({r.get(SEED) for r in rows}) > 1:
-        groups = aggregate_over_seeds(rows)
         atomic.write_text(sweep_dir / "summary_by_seed.csv", to_csv(groups))
         shown = [c for m in SHOWN for c in (f"{m}/mean", f"{m}/std")]
         print(markdown(groups, [k for k in varying if k != SEED] + ["n", *shown]), file=out)
-    written = plots.write_plots(sweep_dir, rows, keys, searched_keys(sweep_dir))
+    written = plots.write_plots(sweep_dir, groups, keys, searched_keys(sweep_dir))
     print(f"Wrote {sweep_dir / 'summary.csv'} and {', '.join(p.name for p in written)}", file=out)
     return rows
 
