@@ -24,18 +24,6 @@ log = logging.getLogger(__name__)
 EXIT_JOB_FAILED = 1
 
 
-def resident_memory_mb() -> float | None:
-    """The process's resident memory now (VmRSS, Linux), in MiB; None where it is unknown."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
 def in_multirun() -> bool:
     """Whether the current process is running a job of a Hydra multirun."""
     from hydra.core.hydra_config import HydraConfig

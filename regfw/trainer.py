@@ -15,7 +15,7 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, data, models, sweep
+from regfw import atomic, data, memory, models
 from regfw.attach import PenaltyTerm, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.schema import validate
@@ -114,6 +114,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session(free_memory=True)
+    memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
     keras.utils.set_random_seed(cfg.trainer.seed)
 
     split = data.load(cfg.data, seed=cfg.trainer.seed)
@@ -141,7 +142,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         **_divergence(history.history),
         "epochs_run": len(history.epoch),
         "wall_time_s": round(wall_time, 3),
-        "rss_mb": sweep.resident_memory_mb(),  # at the end of the run: shows growth over a sweep
+        "rss_mb": memory.resident_memory_mb(),  # at the end of the run: growth over a sweep
         "output_dir": str(run_dir),
         **_final_metrics(history.history),
     }
