@@ -10,13 +10,18 @@ from typing import Any
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same folder and a rename."""
+    """Writes `text` to `path` as UTF-8, atomically (see `write_bytes`)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

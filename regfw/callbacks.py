@@ -1,4 +1,4 @@
-"""Keras callbacks: per-epoch penalty values, and TensorBoard logging of regfw's own tags."""
+"""Keras callbacks: penalty values and weight diagnostics per epoch, logged to TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import tensorflow as tf
 from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
+from regfw import hparams
 from regfw.attach import PenaltyTerm
 from regfw.checkpoints import Checkpoint, EpochSeeds
+from regfw.diagnostics import WeightDiagnostics
 from regfw.divergence import DivergenceGuard
 from regfw.schedules import multiplier
 
 # Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
-OWN_KEYS = ("data_loss", "penalty/", "penalty_scale/")
+OWN_KEYS = ("data_loss", "penalty/", "penalty_scale/", "diagnostics/")
 
 
 def is_own_key(key: str) -> bool:
@@ -111,13 +113,17 @@ def make_callbacks(
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
-    Seeds first (an epoch's data order then depends only on the seed and the epoch), penalty
-    values before TensorBoard (so it logs them), the divergence guard before the checkpoint (so
-    a diverged epoch is not saved).
+    The run's hparams go to TensorBoard's HParams dashboard when training begins. Seeds come
+    first (an epoch's data order then depends only on the seed and the epoch), penalty values and
+    diagnostics before TensorBoard (so it logs them), the divergence guard before the checkpoint
+    (so a diverged epoch is not saved).
     """
+    values = hparams.hydra_run_values(cfg)
     return [
+        keras.callbacks.LambdaCallback(on_train_begin=lambda _: hparams.write_run(run_dir, values)),
         EpochSeeds(cfg.trainer.seed),
         PenaltyMonitor(terms),
+        *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
         RegfwTensorBoard(
             log_dir=str(run_dir),
             histogram_freq=1 if cfg.trainer.histograms else 0,

@@ -6,6 +6,7 @@ exit code 2, without a traceback. Nothing here imports TensorFlow until a run ac
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from regfw import sweep
 from regfw.config import GROUPS, compose, group_options
 from regfw.registry import UnknownNameError, did_you_mean
 from regfw.schema import ConfigError, validate
@@ -32,24 +34,35 @@ def fail(message: str) -> NoReturn:
 def run(cfg: DictConfig) -> float:
     """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`).
 
-    A diverged single run exits with code 3 after writing its metrics; in a multirun the job
-    returns NaN and the sweep goes on.
+    A diverged single run exits with code 3 after writing its metrics. In a multirun, a job that
+    fails or diverges is recorded in its `metrics.json` and the sweep goes on (`regfw.sweep`);
+    the multirun's exit code says whether every job completed.
     """
+    if sweep.in_multirun():
+        return sweep.run_recorded(cfg, lambda: _objective(_train(cfg)), USER_ERRORS)
     try:
-        validate(cfg)
-        import_tensorflow_quietly()
-        from regfw.trainer import train
-
-        metrics = train(cfg)
+        metrics = _train(cfg)
     except USER_ERRORS as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         fail(str(error))
-    value = metrics["objective"]["value"]
-    if metrics["status"] == "diverged" and not _in_multirun():
-        print(f"regfw: error: training diverged: {metrics['reason']}", file=sys.stderr)
+    if metrics["status"] == "diverged":
+        print(f"regfw: error: training diverged: {metrics['error']}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
-    return float("nan") if value is None else value
+    return _objective(metrics)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    validate(cfg)
+    import_tensorflow_quietly()
+    from regfw.trainer import train
+
+    return train(cfg)
+
+
+def _objective(metrics: dict[str, Any]) -> float:
+    value = metrics["objective"]["value"]
+    return math.nan if value is None else value
 
 
 def import_tensorflow_quietly() -> None:
@@ -71,13 +84,6 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, checkpoints, data, models, plugins
+from regfw import atomic, checkpoints, data, memory, models, plugins
 from regfw.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.divergence import DivergenceGuard
@@ -98,7 +98,12 @@ def default_output_dir() -> Path:
 
 def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     final = {k: float(v[-1]) if math.isfinite(v[-1]) else None for k, v in history.items()}
-    sections = {"validation": "val_", "penalty": "penalty/", "penalty_scale": "penalty_scale/"}
+    sections = {
+        "validation": "val_",
+        "penalty": "penalty/",
+        "penalty_scale": "penalty_scale/",
+        "diagnostics": "diagnostics/",
+    }
     grouped = {
         name: {k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)}
         for name, prefix in sections.items()
@@ -137,7 +142,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         output_dir: The run folder; by default Hydra's run folder or a new `outputs/<date>/<time>`.
 
     Returns:
-        The contents of `metrics.json`: status (`completed` or `diverged` with `reason`), final
+        The contents of `metrics.json`: status (`completed` or `diverged` with its `error`), final
         train and validation metrics, final penalty values and scales, epochs run, wall time,
         output folder and the objective (`trainer.monitor`).
     """
@@ -150,6 +155,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.backend.clear_session(free_memory=True)
+    memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
     keras.utils.set_random_seed(cfg.trainer.seed)
 
     split = data.load(cfg.data, seed=cfg.trainer.seed)
@@ -180,11 +186,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "status": "diverged" if guard.reason else "completed",
         "epochs_run": initial_epoch + len(history.epoch),
         "wall_time_s": round(time.perf_counter() - start, 3),
+        "rss_mb": memory.resident_memory_mb(),  # at the end of the run: growth over a sweep
         "output_dir": str(run_dir),
         **_final_metrics(history.history),
     }
     if guard.reason:
-        metrics["reason"] = guard.reason
+        metrics["error"] = guard.reason
     else:
         model.save(run_dir / "model.keras")
     metrics["objective"] = _objective(cfg, metrics)

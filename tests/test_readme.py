@@ -65,3 +65,38 @@ def test_readme_documents_every_penalty_and_option():
     for group in ("model", "data", "optimizer", "constraint", "penalty"):
         for option in group_options(group):
             assert f"`{option}`" in README, (group, option)
+
+
+def _sweep_commands() -> list[list[str]]:
+    """The `python train.py -m ...` commands of the README's Sweeps section, as argument lists."""
+    import shlex
+
+    section = README.split("## Sweeps\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = " ".join(blocks).replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line, comments=True) for line in lines]
+    return [c[2:] for c in commands if c[:3] == ["python", "train.py", "-m"]]
+
+
+def test_sweep_commands_in_the_readme_are_valid():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from regfw import cli, config
+
+    commands = _sweep_commands()
+    assert len(commands) == 6 and any("hydra/launcher=submitit_slurm" in c for c in commands)
+    for args in commands:
+        assert cli.find_problem(args) is None, args
+        first = []  # Hydra's compose takes one value per key: the first of each sweep
+        for override in OverridesParser.create().parse_overrides(args[1:]):
+            values = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.get_value_element_as_str()]
+            )
+            first.append(f"{override.get_key_element()}={values[0]}")
+        with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=first, return_hydra_config=True)
+        if "hydra/launcher=submitit_slurm" in args:
+            assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"

@@ -42,7 +42,7 @@ def test_divergence_is_attributed_and_stops_at_the_first_bad_batch(tmp_path):
     assert "training diverged: loss became non-finite at epoch" in line
     assert "the data loss was finite; penalty term 'boom' on output/kernel" in line
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "diverged" and metrics["reason"] in line
+    assert metrics["status"] == "diverged" and metrics["error"] in line
     assert metrics["penalty"]["boom"] is None  # non-finite values are written as null
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert state["epochs_completed"] == metrics["epochs_run"] - 1  # the last good epoch
@@ -57,7 +57,7 @@ def test_data_loss_divergence_is_attributed_to_the_data_loss(tmp_path, fresh_ker
     )
     metrics = regfw.train(cfg, output_dir=tmp_path)
     assert metrics["status"] == "diverged"
-    assert "the data loss went non-finite" in metrics["reason"]
+    assert "the data loss went non-finite" in metrics["error"]
 
 
 RESUME = [

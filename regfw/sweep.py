@@ -1,0 +1,114 @@
+"""Multirun plumbing: a failing job is recorded instead of stopping the sweep; the Hydra callback.
+
+`SweepCallback` (configured under `hydra.callbacks` in `conf/config.yaml`) writes the TensorBoard
+HParams experiment at the sweep folder before the first job, and the sweep report after the last
+one; it ends the multirun with exit code 1 when a job failed or diverged, after every job ran.
+Importing this module does not import TensorFlow (Hydra instantiates the callback for every run).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from regfw import atomic
+
+log = logging.getLogger(__name__)
+EXIT_JOB_FAILED = 1
+
+
+def in_multirun() -> bool:
+    """Whether the current process is running a job of a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_recorded(
+    cfg: DictConfig,
+    train: Callable[[], float],
+    user_errors: tuple[type[Exception], ...] = (),
+) -> float:
+    """Runs one job of a sweep; an exception is logged and written to `metrics.json`.
+
+    Hydra stops a sweep at the first job that raises; a job that catches its error lets the others
+    run, and the callback reports it at the end.
+
+    Args:
+        cfg: The job's config.
+        train: Trains and returns the objective.
+        user_errors: Exceptions that are the user's mistake: logged in one line, no traceback.
+
+    Returns:
+        The objective, or NaN when the job failed (Optuna records the trial as failed).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return train()
+    except Exception as error:
+        if isinstance(error, user_errors):
+            log.error("job failed; the sweep goes on: %s", error)
+        else:
+            log.exception("job failed; the sweep goes on")
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(
+            run_dir / "metrics.json",
+            {
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "output_dir": str(run_dir),
+                "objective": {"name": OmegaConf.select(cfg, "trainer.monitor"), "value": None},
+            },
+        )
+        return math.nan
+
+
+class SweepCallback(Callback):
+    """Writes the HParams experiment at sweep start and the report at sweep end.
+
+    Args:
+        report: Whether to write `summary.csv`, the plots and print the table after the sweep.
+        fail_on_bad_jobs: Whether a failed or diverged job makes the multirun exit with code 1.
+    """
+
+    def __init__(self, report: bool = True, fail_on_bad_jobs: bool = True) -> None:
+        self.report = report
+        self.fail_on_bad_jobs = fail_on_bad_jobs
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from regfw import hparams
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        search_space = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+        columns = hparams.domains(
+            config.hydra.overrides.task,
+            OmegaConf.to_container(search_space, resolve=True) if search_space else None,
+        )
+        hparams.write_experiment(sweep_dir, columns)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from regfw import report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            rows = report.write_report(sweep_dir) if self.report else report.collect(sweep_dir)
+        except Exception:  # Hydra would turn it into a warning and exit 0
+            log.exception("the sweep report failed")
+            sys.exit(EXIT_JOB_FAILED)
+        bad = [row for row in rows if row["status"] != "ok"]
+        for row in bad:
+            log.error("job %s %s: %s", row["job"], row["status"], row["error"])
+        if bad and self.fail_on_bad_jobs:
+            log.error("%d of %d jobs did not complete; see %s", len(bad), len(rows), sweep_dir)
+            sys.exit(EXIT_JOB_FAILED)

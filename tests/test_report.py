@@ -1,0 +1,170 @@
+"""The sweep report, HParams domains and weight diagnostics, against independent numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import regfw
+from regfw import diagnostics, hparams, report
+
+
+def _fake_job(sweep_dir, job, overrides, metrics=None):
+    """A job folder as Hydra and regfw leave it (metrics None: the job died before writing)."""
+    hydra_dir = sweep_dir / str(job) / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(regfw.compose(overrides)))
+    if metrics is not None:
+        (sweep_dir / str(job) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _metrics(data_loss, accuracy, status="completed", **extra):
+    return {
+        "status": status,
+        "epochs_run": 2,
+        "wall_time_s": 1.5,
+        "train": {"loss": 1.0, "data_loss": 0.9, "accuracy": 0.5},
+        "validation": {"loss": data_loss + 0.1, "data_loss": data_loss, "accuracy": accuracy},
+        "penalty": {"l1": 0.1, "total": 0.1},
+        "diagnostics": {"near_zero": 0.25, "orthogonality": 0.5, "dense/kernel/near_zero": 0.3},
+        **extra,
+    }
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    seeds = [(0.5, 0.8), (0.7, 0.6), (0.3, 0.9)]
+    for job, (loss, accuracy) in enumerate(seeds):
+        _fake_job(
+            sweep_dir, job, ["penalty=l1", "penalty.scale=0.001", f"trainer.seed={job}"],
+            _metrics(loss, accuracy),
+        )  # fmt: skip
+    _fake_job(
+        sweep_dir, 3, ["penalty=l1", "penalty.scale=0.1", "trainer.seed=0"],
+        _metrics(math.nan, 0.5, status="diverged", error="training loss became inf in epoch 1"),
+    )  # fmt: skip
+    _fake_job(sweep_dir, 4, ["penalty=l1", "penalty.scale=0.1", "trainer.seed=1"], None)
+    _fake_job(sweep_dir, 10, ["penalty=none", "trainer.seed=0"], _metrics(0.6, 0.7))
+    return sweep_dir, seeds
+
+
+def test_collect_reads_every_job_with_its_status(fake_sweep):
+    sweep_dir, _ = fake_sweep
+    rows = report.collect(sweep_dir)
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "4", "10"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "diverged", "failed", "ok"]
+    assert rows[3]["error"] == "training loss became inf in epoch 1"
+    assert "did not finish" in rows[4]["error"]
+    assert rows[0]["penalty.name"] == "l1" and rows[0]["penalty.scale"] == 0.001
+    assert rows[5]["penalty.name"] == "none" and rows[5]["penalty.scale"] == 0.0
+    assert rows[0]["validation/data_loss"] == 0.5 and rows[0]["penalty/l1"] == 0.1
+    assert rows[0]["diagnostics/near_zero"] == 0.25
+    assert "diagnostics/dense/kernel/near_zero" not in rows[0]  # per-layer values stay in TB
+
+
+def test_seed_aggregates_are_mean_and_sample_std(fake_sweep):
+    sweep_dir, seeds = fake_sweep
+    groups = report.aggregate_over_seeds(report.collect(sweep_dir))
+    by_scale = {(g["penalty.name"], g["penalty.scale"]): g for g in groups}
+    assert set(by_scale) == {("l1", 0.001), ("none", 0.0)}  # failed and diverged rows left out
+    group = by_scale[("l1", 0.001)]
+    losses = np.array([loss for loss, _ in seeds])
+    accuracies = np.array([acc for _, acc in seeds])
+    assert group["n"] == 3
+    assert group["validation/data_loss/mean"] == pytest.approx(losses.mean())
+    assert group["validation/data_loss/std"] == pytest.approx(losses.std(ddof=1))
+    assert group["validation/accuracy/std"] == pytest.approx(accuracies.std(ddof=1))
+    assert by_scale[("none", 0.0)]["validation/data_loss/std"] == 0.0
+
+
+def test_write_report_files_and_table(fake_sweep):
+    sweep_dir, _ = fake_sweep
+    out = io.StringIO()
+    report.write_report(sweep_dir, out=out)
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[3]["status"] == "diverged"
+    with open(sweep_dir / "summary_by_seed.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    text = out.getvalue()
+    assert "| diverged: training loss became inf in epoch 1 |" in text
+    assert "| job | penalty | penalty.scale | trainer.seed |" in text
+    for name in ("validation_vs_scale.png", "diagnostics_vs_scale.png"):
+        assert (sweep_dir / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_hparams_domains_from_sweep_and_search_space():
+    columns = hparams.domains(
+        ["penalty=l1,clip", "penalty.scale=1e-4,1e-3", "trainer.seed=range(3)", "trainer.epochs=2",
+         "hydra.sweep.dir=x"],
+        {"optimizer.learning_rate": "tag(log, interval(1e-4, 1e-1))"},
+    )  # fmt: skip
+    assert list(columns) == [
+        "penalty", "penalty.scale", "trainer.seed", "optimizer.learning_rate", "penalty.name",
+    ]  # fmt: skip
+    assert columns["penalty"].domain.values == ["clip", "l1"]  # TensorBoard sorts them
+    assert columns["penalty.scale"].domain.values == [1e-4, 1e-3]
+    assert columns["trainer.seed"].domain.values == [0, 1, 2]
+    assert (columns["optimizer.learning_rate"].domain.min_value,
+            columns["optimizer.learning_rate"].domain.max_value) == (1e-4, 1e-1)  # fmt: skip
+    assert columns["penalty.name"].domain is None
+
+
+def test_run_hparams_are_flat_values():
+    overrides = ["penalty=l1", "model.units=[8,4]", "trainer.class_weight=balanced"]
+    values = hparams.run_values(regfw.compose(overrides), overrides, {"penalty": "l1"})
+    assert values == {
+        "penalty": "l1",
+        "model.units": "[8, 4]",
+        "trainer.class_weight": "balanced",
+        "penalty.name": "l1",
+        "penalty.scale": 0.001,
+    }
+
+
+def test_weight_diagnostics_match_numpy():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 5)))
+    assert diagnostics.weight_diagnostics(q)["orthogonality"] == pytest.approx(0, abs=1e-6)
+    assert diagnostics.weight_diagnostics(q)["spectral_norm"] == pytest.approx(1, rel=1e-6)
+    for shape in [(6, 4), (4, 6), (3, 3, 2, 5)]:
+        w = rng.normal(size=shape).astype(np.float32)
+        w.flat[:5] = 1e-4
+        stats = diagnostics.weight_diagnostics(w)
+        m = w.reshape(-1, shape[-1]).astype(np.float64)
+        p = min(m.shape)
+        gram = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
+        assert stats["near_zero"] == pytest.approx(np.mean(np.abs(w) < 1e-3))
+        assert stats["orthogonality"] == pytest.approx(
+            np.linalg.norm(gram - np.eye(p)) / np.sqrt(p), rel=1e-5
+        )
+        assert stats["spectral_norm"] == pytest.approx(np.linalg.svd(m)[1][0], rel=1e-5)
+        assert stats["frobenius_norm"] == pytest.approx(np.linalg.norm(m), rel=1e-5)
+
+
+def test_model_diagnostics_weights_and_loss_ratio():
+    weights = {"a/kernel": np.zeros((4, 2)), "a/bias": np.zeros(2), "b/kernel": np.ones((2, 2))}
+    values = diagnostics.model_diagnostics(weights, {"penalty/total": 0.5, "data_loss": 2.0})
+    assert values["diagnostics/near_zero"] == pytest.approx(8 / 12)
+    assert "diagnostics/a/bias/near_zero" not in values
+    assert values["diagnostics/penalty_to_data_loss"] == pytest.approx(0.25)
+
+
+def test_a_diverging_run_is_marked_diverged(tmp_path, fresh_keras):
+    cfg = regfw.compose(
+        ["data=synthetic", "data.n_samples=200", "trainer.epochs=3", "trainer.verbose=0",
+         "trainer.histograms=false", "penalty=l2", "penalty.scale=1000.0", "optimizer=sgd",
+         "optimizer.learning_rate=10.0"]
+    )  # fmt: skip
+    metrics = regfw.train(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "diverged"
+    assert metrics["error"].startswith("training loss became")
+    assert metrics["epochs_run"] < 3

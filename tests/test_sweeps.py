@@ -1,0 +1,275 @@
+"""Multiruns through `python train.py -m`: a grid, joblib, Optuna, a failing job, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO, read_metrics, run_train
+
+TINY = [
+    "data=synthetic",
+    "data.n_samples=200",
+    "trainer.epochs=2",
+    "trainer.verbose=0",
+    "trainer.histograms=false",
+]
+GRID = ["penalty=l1,orthogonal", "penalty.scale=1e-4,1e-3"]
+
+
+def multirun(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_train("-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+
+
+def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """A finished 2x2 grid (penalty x scale), shared by the tests that only read it."""
+    sweep_dir = tmp_path_factory.mktemp("grid") / "sweep"
+    return multirun(sweep_dir, *GRID), sweep_dir
+
+
+def hparams_plugin_data(log_dir: Path) -> dict:
+    """TensorBoard's own reading of the HParams summaries in one folder (not its subfolders)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    data = {}
+    if metadata.EXPERIMENT_TAG in content:
+        data["experiment"] = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    if metadata.SESSION_START_INFO_TAG in content:
+        data["session"] = metadata.parse_session_start_info_plugin_data(
+            content[metadata.SESSION_START_INFO_TAG]
+        )
+    return data
+
+
+def hparam_value(value) -> object:
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind)
+
+
+def test_grid_runs_four_jobs_in_their_own_folders(grid):
+    result, sweep_dir = grid
+    assert result.returncode == 0, result.stderr
+    expected = {
+        ("penalty=l1", "penalty.scale=0.0001"),
+        ("penalty=l1", "penalty.scale=0.001"),
+        ("penalty=orthogonal", "penalty.scale=0.0001"),
+        ("penalty=orthogonal", "penalty.scale=0.001"),
+    }
+    seen = set()
+    for job in range(4):
+        run_dir = sweep_dir / str(job)
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        seen.add(tuple(o for o in overrides if o.startswith("penalty")))
+        metrics = read_metrics(run_dir)
+        assert metrics["status"] == "completed"
+        assert (run_dir / "model.keras").is_file()
+        assert metrics["rss_mb"] > 0
+        assert 0 <= metrics["diagnostics"]["near_zero"] <= 1
+    assert seen == expected
+    assert not (sweep_dir / "4").exists()
+
+
+def test_grid_hparams_are_in_tensorboards_event_files(grid):
+    _, sweep_dir = grid
+    experiment = hparams_plugin_data(sweep_dir)["experiment"]
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert set(infos) == {"penalty", "penalty.scale", "penalty.name"}
+    assert [v.string_value for v in infos["penalty"].domain_discrete.values] == ["l1", "orthogonal"]
+    assert [v.number_value for v in infos["penalty.scale"].domain_discrete.values] == [1e-4, 1e-3]
+    metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert metrics == {
+        ("validation", "epoch_loss"),
+        ("validation", "data_loss"),
+        ("validation", "epoch_accuracy"),
+    }
+    for job in range(4):
+        run_dir = sweep_dir / str(job)
+        session = hparams_plugin_data(run_dir)["session"]
+        values = {k: hparam_value(v) for k, v in session.hparams.items()}
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        assert values["penalty.name"] == values["penalty"] == config["penalty"]["name"]
+        assert values["penalty.scale"] == pytest.approx(config["penalty"]["scale"])
+        assert values["trainer.epochs"] == 2 and values["data"] == "synthetic"
+
+
+def test_grid_summary_csv_has_one_row_per_job(grid):
+    _, sweep_dir = grid
+    rows = read_summary(sweep_dir)
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    for row in rows:
+        metrics = read_metrics(sweep_dir / row["job"])
+        assert row["status"] == "ok" and row["error"] == ""
+        assert float(row["validation/data_loss"]) == pytest.approx(
+            metrics["validation"]["data_loss"]
+        )
+        assert float(row["penalty/total"]) == pytest.approx(metrics["penalty"]["total"])
+        assert f"penalty={row['penalty.name']}" in row["overrides"]
+    assert {(r["penalty.name"], float(r["penalty.scale"])) for r in rows} == {
+        ("l1", 1e-4), ("l1", 1e-3), ("orthogonal", 1e-4), ("orthogonal", 1e-3),
+    }  # fmt: skip
+
+
+def test_grid_prints_a_markdown_table_and_writes_plots(grid):
+    import matplotlib.image
+
+    result, sweep_dir = grid
+    assert "| job | penalty | penalty.scale | penalty.name | status |" in result.stdout
+    assert result.stdout.count("| ok |") == 4
+    for name in ("validation_vs_scale.png", "diagnostics_vs_scale.png"):
+        image = matplotlib.image.imread(sweep_dir / name)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+        assert image.std() > 0.01  # something is drawn
+
+
+def test_report_command_rewrites_the_report(grid, tmp_path):
+    _, finished = grid
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(finished, sweep_dir)
+    for name in ("summary.csv", "validation_vs_scale.png", "diagnostics_vs_scale.png"):
+        (sweep_dir / name).unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "regfw.report", str(sweep_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert read_summary(sweep_dir) == read_summary(finished)
+    assert (sweep_dir / "validation_vs_scale.png").is_file()
+    assert "| job |" in result.stdout
+
+    (tmp_path / "empty").mkdir()
+    empty = subprocess.run(
+        [sys.executable, "-m", "regfw.report", str(tmp_path / "empty")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert empty.returncode == 2 and "regfw: error:" in empty.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, body: dict | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_serves_the_runs_and_hparams(grid, tmp_path):
+    _, sweep_dir = grid
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
+         "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "tensorboard.log").open("w"),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        runs: list = []
+        for _ in range(60):  # the server starts and loads the event files: a few seconds
+            try:
+                runs = _request(f"{base}/data/runs")
+            except OSError:
+                runs = []
+            if {"0/validation", "3/validation"} <= set(runs):
+                break
+            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
+            time.sleep(1)
+        assert {".", "0", "1", "2", "3", "0/validation"} <= set(runs), runs
+        experiment = _request(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        assert {h["name"] for h in experiment["hparamInfos"]} >= {"penalty", "penalty.scale"}
+        groups = _request(
+            f"{base}/data/plugin/hparams/session_groups",
+            {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                 "STATUS_RUNNING"]},
+        )  # fmt: skip
+        sessions = [s for g in groups["sessionGroups"] for s in g["sessions"]]
+        assert sorted(s["name"] for s in sessions) == ["0", "1", "2", "3"]
+        for session in sessions:
+            metrics = read_metrics(sweep_dir / session["name"])
+            served = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
+            assert served["data_loss"] == pytest.approx(metrics["validation"]["data_loss"])
+            assert served["epoch_accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_joblib_launcher_runs_seed_replicates_in_parallel(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = multirun(
+        sweep_dir, "trainer.seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    rows = read_summary(sweep_dir)
+    assert [(r["trainer.seed"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok")]
+    with open(sweep_dir / "summary_by_seed.csv", newline="") as f:
+        (group,) = csv.DictReader(f)
+    losses = [float(r["validation/data_loss"]) for r in rows]
+    assert group["n"] == "2"
+    assert float(group["validation/data_loss/mean"]) == pytest.approx(np.mean(losses))
+    assert float(group["validation/data_loss/std"]) == pytest.approx(np.std(losses, ddof=1))
+
+
+def test_optuna_runs_three_trials_and_keeps_the_best(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = multirun(sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=3")
+    assert result.returncode == 0, result.stderr
+    trials = [read_metrics(sweep_dir / str(i)) for i in range(3)]
+    assert not (sweep_dir / "3").exists()
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    values = [t["objective"]["value"] for t in trials]
+    assert best["best_value"] == pytest.approx(min(values))
+    scales = [
+        yaml.safe_load((sweep_dir / str(i) / ".hydra" / "config.yaml").read_text())["penalty"][
+            "scale"
+        ]
+        for i in range(3)
+    ]
+    assert len(set(scales)) == 3 and all(1e-6 <= s <= 1e-1 for s in scales)
+    experiment = hparams_plugin_data(sweep_dir)["experiment"]
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert infos["penalty.scale"].domain_interval.min_value == pytest.approx(1e-6)
+    assert infos["optimizer.learning_rate"].domain_interval.max_value == pytest.approx(1e-1)
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = multirun(sweep_dir, "penalty.include=[nothing/*],[*/kernel]")
+    assert result.returncode == 1, result.stderr
+    failed, completed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("SelectionError:") and "matches no weight" in failed["error"]
+    assert completed["status"] == "completed"
+    rows = read_summary(sweep_dir)
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert "matches no weight" in rows[0]["error"]
+    output = result.stdout + result.stderr  # Hydra logs to stdout
+    assert "1 of 2 jobs did not complete" in output
+    assert "Traceback" not in output  # a user mistake: one line, no traceback
