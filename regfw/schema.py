@@ -23,6 +23,8 @@ ACTIVATIONS = (
 )  # fmt: skip
 MONITORS = ("val_data_loss", "val_loss", "data_loss", "loss")
 SELECTION_KEYS = ("include", "exclude", "min_ndim")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -89,6 +91,13 @@ def choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
             value,
             f"expected one of {', '.join(map(str, allowed))}.{did_you_mean(str(value), allowed)}",
         )
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    """Checks that `value` is true or false (not a number or a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "expected true or false")
     return value
 
 
@@ -190,6 +199,9 @@ def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
     number("trainer.seed", trainer.seed, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
     choice("trainer.monitor", trainer.monitor, MONITORS)
+    choice("trainer.strategy", trainer.strategy, STRATEGIES)
+    choice("trainer.precision", trainer.precision, PRECISIONS)
+    boolean("trainer.jit_compile", trainer.jit_compile)
     weights = trainer.class_weight
     if weights is None or weights == "balanced":
         return

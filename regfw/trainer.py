@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, data, models
+from regfw import atomic, data, distribute, models, pipeline
 from regfw.attach import PenaltyTerm, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.schema import validate
@@ -54,14 +54,22 @@ def loss_and_metrics(num_classes: int) -> tuple[str, list[Any]]:
 def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
     """Builds the model for `cfg`, attaches its penalty terms and compiles it.
 
+    Model, penalties and optimizer are created under `trainer.strategy` and `trainer.precision`.
+
     Returns:
         The compiled model and its penalty terms.
     """
     validate(cfg)
-    model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
-    terms = attach_penalties(model, cfg.penalty)
-    loss, metrics = loss_and_metrics(cfg.data.num_classes)
-    model.compile(optimizer=build_optimizer(cfg.optimizer), loss=loss, metrics=metrics)
+    with distribute.scope(cfg.trainer):
+        model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+        terms = attach_penalties(model, cfg.penalty)
+        loss, metrics = loss_and_metrics(cfg.data.num_classes)
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=cfg.trainer.jit_compile,
+        )
     return model, terms
 
 
@@ -88,6 +96,30 @@ def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float
     }
 
 
+def fit(
+    cfg: DictConfig, model: keras.Model, split: data.Split, callbacks: list[Any]
+) -> keras.callbacks.History:
+    """Fits a model built by `build(cfg)` on `split` through the tf.data pipeline."""
+    batch_size = cfg.trainer.batch_size
+    train_data, steps = pipeline.shuffled_batches(
+        split.x_train, split.y_train, batch_size, cfg.trainer.seed
+    )
+    return model.fit(
+        train_data,
+        steps_per_epoch=steps,
+        validation_data=pipeline.ordered_batches(split.x_val, split.y_val, batch_size),
+        epochs=cfg.trainer.epochs,
+        class_weight=data.class_weights(
+            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
+            split.y_train,
+            split.num_classes,
+        ),
+        callbacks=callbacks,
+        verbose=cfg.trainer.verbose,
+        shuffle=False,  # the dataset shuffles itself, seeded
+    )
+
+
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Trains the model `cfg` describes and writes the run's outputs.
 
@@ -100,6 +132,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
     """
     validate(cfg)
+    distribute.prepare(cfg.trainer)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session(free_memory=True)
@@ -107,23 +140,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
 
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     model, terms = build(cfg)
-    callbacks = make_callbacks(cfg, run_dir, terms)
     start = time.perf_counter()
-    history = model.fit(
-        split.x_train,
-        split.y_train,
-        validation_data=(split.x_val, split.y_val),
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        class_weight=data.class_weights(
-            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
-            split.y_train,
-            split.num_classes,
-        ),
-        callbacks=callbacks,
-        verbose=cfg.trainer.verbose,
-        shuffle=True,
-    )
+    history = fit(cfg, model, split, make_callbacks(cfg, run_dir, terms))
     wall_time = time.perf_counter() - start
     model.save(run_dir / "model.keras")
     metrics = {
