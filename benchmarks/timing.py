@@ -7,7 +7,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -122,27 +121,36 @@ class ProcessRun:
     peak_rss_mib: float
 
 
-def run_process(args: Sequence[str], cwd: Path, timeout: float = 600) -> ProcessRun:
-    """Runs `python <args>` and measures its wall time and its own peak RSS (from `wait4`).
+def run_process(
+    args: Sequence[str], cwd: Path, *, peak: bool = True, timeout: float = 600
+) -> ProcessRun:
+    """Runs `python <args>` and measures its wall time and its own peak RSS (see `peak.py`).
+
+    Args:
+        args: Arguments of `python`.
+        cwd: Working directory.
+        peak: Measure the peak RSS, through a small process in between (about 0.05 s more);
+            False: run the command directly, and report a peak of 0.
+        timeout: Seconds before the process is killed.
 
     Raises:
-        RuntimeError: If the process fails or runs past `timeout` seconds (it is killed).
+        RuntimeError: If the process fails.
+        subprocess.TimeoutExpired: If it runs past `timeout` seconds.
     """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak_kib"
+        wrapper = ["-m", "benchmarks.peak", str(peak_file)] if peak else []
         start = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        done = subprocess.run(
+            [sys.executable, *wrapper, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
-        killer = threading.Timer(timeout, process.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
         seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(f"python {' '.join(args)} failed:\n{log.read()[-2000:]}")
-    return ProcessRun(seconds, usage.ru_maxrss / 1024)
+        if done.returncode != 0:
+            raise RuntimeError(f"python {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return ProcessRun(seconds, int(peak_file.read_text()) / 1024 if peak else 0.0)
