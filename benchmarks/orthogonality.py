@@ -3,8 +3,8 @@
 regfw computes `||W^T W - I||^2` on the smaller Gram matrix; the article always forms `W^T W`.
 Keras's `OrthogonalRegularizer` is a different penalty (mean |cosine| between rows), timed for
 reference only. Each is a compiled `tf.function` returning the value and the gradient; the values
-of regfw and the article must agree (rtol 1e-5, in float64 so that the check tests the formula
-and not float32 summation order).
+of regfw and the article must agree (rtol 1e-5) on a float64 input: the article's formula is
+evaluated in float64, so the check tests regfw's value, not float32 summation order.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def implementations() -> dict[str, Callable[[Any], Any]]:
 
 
 def check_values(shape: tuple[int, ...], rng: np.random.Generator) -> float:
-    """Returns the relative difference of regfw's value from the article's, in float64.
+    """Returns the relative difference of regfw's value from the article's (in float64).
 
     Raises:
         AssertionError: If it exceeds 1e-5.
@@ -92,7 +92,7 @@ def run(quick: bool, repeats: int) -> list[Row]:
             repeats,
         )
         case = f"{shape}" + (" (wide)" if shape == WIDE else "")
-        note = f"values equal: max rel diff {difference:.1e} (float64)"
+        note = f"value vs the article's in float64: rel diff {difference:.1e}"
         rows += [
             Row(
                 "orthogonality",

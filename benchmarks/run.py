@@ -1,6 +1,6 @@
 """Runs the benchmarks, prints a markdown table of ratios and writes the results as JSON.
 
-python -m benchmarks                    # all six, full size (about 15 minutes on 2 CPU cores)
+python -m benchmarks                    # all six, full size (about 10 minutes on 2 CPU cores)
 python -m benchmarks --quick            # tiny sizes: checks that they run (the smoke test)
 python -m benchmarks --only startup xla --repeats 5
 """

@@ -88,7 +88,7 @@ def scope(trainer: DictConfig) -> Iterator[tf.distribute.Strategy]:
     """Creates models, penalties and optimizers under the run's strategy and dtype policy.
 
     The global dtype policy is restored on exit: layers keep the policy they were built with, so
-    the model trains in `trainer.precision` while later models in the process start from float32.
+    the model trains in `trainer.precision` and models built later in the process are unaffected.
 
     Args:
         trainer: The `trainer` config group.

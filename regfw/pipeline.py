@@ -28,7 +28,8 @@ def shuffled_batches(
     """Returns endless training batches and the number of steps per epoch.
 
     Epoch `e` visits every sample once, in the order `stateless_shuffle(range(n), (seed, e))`;
-    its last batch may be smaller.
+    its last batch may be smaller. The arrays are held as tensors and each batch is one gather, so
+    nothing is re-read or re-converted per epoch (what `cache()` gives a pipeline that reads).
 
     Args:
         x: Features, one sample per row.

@@ -132,7 +132,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         epochs run, status, wall time, output folder and the objective (`trainer.monitor`).
     """
     validate(cfg)
-    distribute.prepare(cfg.trainer)
+    distribute.prepare(cfg.trainer)  # first: GPU settings and multi-worker set-up precede TF's use
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session(free_memory=True)
