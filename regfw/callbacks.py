@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from regfw import hparams
 from regfw.attach import PenaltyTerm
-from regfw.checkpoints import Checkpoint, EpochSeeds
+from regfw.checkpoints import Checkpoint
 from regfw.diagnostics import WeightDiagnostics
 from regfw.divergence import DivergenceGuard
 from regfw.schedules import multiplier
@@ -113,15 +113,13 @@ def make_callbacks(
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
-    The run's hparams go to TensorBoard's HParams dashboard when training begins. Seeds come
-    first (an epoch's data order then depends only on the seed and the epoch), penalty values and
-    diagnostics before TensorBoard (so it logs them), the divergence guard before the checkpoint
-    (so a diverged epoch is not saved).
+    The run's hparams go to TensorBoard's HParams dashboard when training begins; penalty values
+    and diagnostics come before TensorBoard (so it logs them), the divergence guard before the
+    checkpoint (so a diverged epoch is not saved).
     """
     values = hparams.hydra_run_values(cfg)
     return [
         keras.callbacks.LambdaCallback(on_train_begin=lambda _: hparams.write_run(run_dir, values)),
-        EpochSeeds(cfg.trainer.seed),
         PenaltyMonitor(terms),
         *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
         RegfwTensorBoard(

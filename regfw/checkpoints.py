@@ -3,8 +3,8 @@
 `<run>/checkpoint/` holds `state.weights.h5` (model and optimizer variables) and `state.json`
 (epochs completed, the random-seed states of layers such as dropout). Both are written to a
 temporary file and renamed, weights first, so a crash leaves the previous complete checkpoint.
-At the start of every epoch the global random seeds are set from `(trainer.seed, epoch)`, so the
-data order of an epoch does not depend on whether the run was resumed.
+The data order of an epoch depends only on `(trainer.seed, epoch)` (`regfw.pipeline`), so a
+resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,26 +31,6 @@ def _seed_states(model: keras.Model) -> list[Any]:
     """The state variables of every random-seed generator in the model (dropout, noise...)."""
     names = {id(v) for v in model.weights}
     return [v for v in model.variables if id(v) not in names and "seed_generator" in v.path]
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The global seed used for epoch `epoch` of a run seeded with `seed`."""
-    return seed * 100_003 + epoch
-
-
-class EpochSeeds(keras.callbacks.Callback):
-    """Sets Python's, NumPy's and the backend's seeds from `(seed, epoch)` at each epoch start.
-
-    Args:
-        seed: The run's `trainer.seed`.
-    """
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
-        self.seed = seed
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        keras.utils.set_random_seed(epoch_seed(self.seed, epoch))
 
 
 class Checkpoint(keras.callbacks.Callback):

@@ -48,6 +48,8 @@ ACTIVATIONS = (
 )  # fmt: skip
 MONITORS = ("val_data_loss", "val_loss", "data_loss", "loss")
 SELECTION_KEYS = ("include", "exclude", "min_ndim")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -170,10 +172,11 @@ def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
     number("trainer.batch_size", trainer.batch_size, low=1, integer=True)
     number("trainer.seed", trainer.seed, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
-    for key in ("histograms", "resume", "deterministic"):
-        if key in trainer:
-            choice(f"trainer.{key}", trainer[key], (True, False))
+    for key in ("histograms", "diagnostics", "resume", "deterministic", "jit_compile"):
+        flag(f"trainer.{key}", trainer[key])
     choice("trainer.monitor", trainer.monitor, MONITORS)
+    choice("trainer.strategy", trainer.strategy, STRATEGIES)
+    choice("trainer.precision", trainer.precision, PRECISIONS)
     weights = trainer.class_weight
     if weights is not None and num_classes == 0:
         allowed = "expected null: the data is a regression (data.num_classes=0)"

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, checkpoints, data, memory, models, plugins
+from regfw import atomic, checkpoints, data, distribute, memory, models, pipeline, plugins
 from regfw.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.callbacks import make_callbacks
 from regfw.divergence import DivergenceGuard
@@ -69,16 +69,24 @@ def loss_and_metrics(num_classes: int) -> tuple[str, list[Any]]:
 def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
     """Builds the model for `cfg`, attaches its penalty terms and compiles it.
 
+    Model, penalties and optimizer are created under `trainer.strategy` and `trainer.precision`.
+
     Returns:
         The compiled model and its penalty terms.
     """
     validate(cfg)
     plugins.load(cfg.get("plugins") or [])
-    model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
-    terms = attach_penalties(model, cfg)
-    attach_constraints(model, cfg)
-    loss, metrics = loss_and_metrics(cfg.data.num_classes)
-    model.compile(optimizer=build_optimizer(cfg.optimizer), loss=loss, metrics=metrics)
+    with distribute.scope(cfg.trainer):
+        model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+        terms = attach_penalties(model, cfg)
+        attach_constraints(model, cfg)
+        loss, metrics = loss_and_metrics(cfg.data.num_classes)
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=cfg.trainer.jit_compile,
+        )
     return model, terms
 
 
@@ -130,6 +138,38 @@ def _previous_metrics(run_dir: Path) -> dict[str, Any] | None:
     return metrics if metrics.get("status") == "completed" else None
 
 
+def fit(
+    cfg: DictConfig,
+    model: keras.Model,
+    split: data.Split,
+    callbacks: list[Any],
+    initial_epoch: int = 0,
+) -> keras.callbacks.History:
+    """Fits a model built by `build(cfg)` on `split` through the tf.data pipeline.
+
+    Epoch `e` sees the same batches whether or not the run resumed at `initial_epoch`.
+    """
+    batch_size = cfg.trainer.batch_size
+    train_data, steps = pipeline.shuffled_batches(
+        split.x_train, split.y_train, batch_size, cfg.trainer.seed, first_epoch=initial_epoch
+    )
+    return model.fit(
+        train_data,
+        steps_per_epoch=steps,
+        validation_data=pipeline.ordered_batches(split.x_val, split.y_val, batch_size),
+        epochs=cfg.trainer.epochs,
+        initial_epoch=initial_epoch,
+        class_weight=data.class_weights(
+            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
+            split.y_train,
+            split.num_classes,
+        ),
+        callbacks=callbacks,
+        verbose=cfg.trainer.verbose,
+        shuffle=False,  # the dataset shuffles itself, seeded
+    )
+
+
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Trains the model `cfg` describes and writes the run's outputs.
 
@@ -147,6 +187,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         output folder and the objective (`trainer.monitor`).
     """
     validate(cfg)
+    distribute.prepare(cfg.trainer)  # first: GPU settings and multi-worker set-up precede TF's use
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.resume and (previous := _previous_metrics(run_dir)):
@@ -166,22 +207,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         log.info(message)
     guard = DivergenceGuard(terms)
     start = time.perf_counter()
-    history = model.fit(
-        split.x_train,
-        split.y_train,
-        validation_data=(split.x_val, split.y_val),
-        epochs=cfg.trainer.epochs,
-        initial_epoch=initial_epoch,
-        batch_size=cfg.trainer.batch_size,
-        class_weight=data.class_weights(
-            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
-            split.y_train,
-            split.num_classes,
-        ),
-        callbacks=make_callbacks(cfg, run_dir, terms, guard),
-        verbose=cfg.trainer.verbose,
-        shuffle=True,
-    )
+    history = fit(cfg, model, split, make_callbacks(cfg, run_dir, terms, guard), initial_epoch)
     metrics = {
         "status": "diverged" if guard.reason else "completed",
         "epochs_run": initial_epoch + len(history.epoch),

@@ -32,7 +32,7 @@ def test_divergence_is_attributed_and_stops_at_the_first_bad_batch(tmp_path):
     (tmp_path / "boom.py").write_text(BOOM)
     run_dir = tmp_path / "run"
     result = run_train(
-        "plugins=[boom.py]", "penalty=custom", "penalty.name=boom", "penalty.min_ndim=2",
+        "plugins=[boom.py]", "penalty=custom", "penalty.name=boom", "+penalty.at=0.8", "penalty.min_ndim=2",
         "penalty.include=[output/kernel]", "optimizer.learning_rate=0.05", "trainer.epochs=10",
         "trainer.histograms=false", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
@@ -44,6 +44,7 @@ def test_divergence_is_attributed_and_stops_at_the_first_bad_batch(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "diverged" and metrics["error"] in line
     assert metrics["penalty"]["boom"] is None  # non-finite values are written as null
+    assert metrics["epochs_run"] > 1  # so there is a good epoch to keep
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert state["epochs_completed"] == metrics["epochs_run"] - 1  # the last good epoch
     assert not (run_dir / "model.keras").exists()
