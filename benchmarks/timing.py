@@ -101,6 +101,7 @@ def regfw_step_time(overrides: Sequence[str], run_dir: Path) -> float:
     import regfw
     from regfw import data, trainer
     from regfw.callbacks import make_callbacks
+    from regfw.divergence import DivergenceGuard
 
     cfg = regfw.compose(overrides)
     keras.backend.clear_session(free_memory=True)
@@ -108,7 +109,8 @@ def regfw_step_time(overrides: Sequence[str], run_dir: Path) -> float:
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     model, terms = trainer.build(cfg)
     timer = epoch_timer()
-    trainer.fit(cfg, model, split, [*make_callbacks(cfg, run_dir, terms), timer])
+    callbacks = make_callbacks(cfg, run_dir, terms, DivergenceGuard(terms))
+    trainer.fit(cfg, model, split, [*callbacks, timer])
     steps = -(-len(split.x_train) // cfg.trainer.batch_size)
     return timer.steady_epoch() / steps
 
