@@ -129,5 +129,9 @@ def make_callbacks(
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         ),
         guard,
-        Checkpoint(run_dir, guard),
+        *(
+            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every)]
+            if cfg.trainer.checkpoint_every
+            else []
+        ),
     ]

@@ -34,21 +34,23 @@ def _seed_states(model: keras.Model) -> list[Any]:
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Saves the training state after every epoch whose loss is finite.
+    """Saves the training state after every `every`-th epoch whose loss is finite.
 
     Args:
         run_dir: The run folder.
         guard: The run's divergence guard: nothing is saved once it has tripped, so the last
             good checkpoint stays.
+        every: Save after epochs `every`, `2 * every`, ... (`trainer.checkpoint_every`).
     """
 
-    def __init__(self, run_dir: Path, guard: DivergenceGuard) -> None:
+    def __init__(self, run_dir: Path, guard: DivergenceGuard, every: int = 1) -> None:
         super().__init__()
         self.folder = Path(run_dir) / FOLDER
         self.guard = guard
+        self.every = every
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.guard.reason:
+        if self.guard.reason or (epoch + 1) % self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{WEIGHTS}.{os.getpid()}.tmp.weights.h5"

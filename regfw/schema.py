@@ -171,6 +171,7 @@ def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
     number("trainer.epochs", trainer.epochs, low=1, integer=True)
     number("trainer.batch_size", trainer.batch_size, low=1, integer=True)
     number("trainer.seed", trainer.seed, low=0, integer=True)
+    number("trainer.checkpoint_every", trainer.checkpoint_every, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
     for key in ("histograms", "diagnostics", "resume", "deterministic", "jit_compile"):
         flag(f"trainer.{key}", trainer[key])

@@ -169,6 +169,8 @@ def test_hydra_output_folders_and_chdir():
             "constraints.c.max_value=-1: expected a finite number > 0",
         ),
         (["plugins=[1]"], "plugins=[1]: expected a list of module names or .py paths"),
+        (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every=-1: expected an integer >= 0"),
+        (["trainer.resume=yes"], "trainer.resume='yes': expected true or false"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(overrides, message):
