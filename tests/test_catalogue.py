@@ -13,7 +13,6 @@ docstring, never with the code under test. `W` is the weight reshaped to (-1, la
 from __future__ import annotations
 
 import math
-import zlib
 
 import keras
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from regfw import penalties
+from tests.penalty_helpers import away_from, dtype_of, numeric_gradient, stable_seed, to_numpy
 
 OWN = ("elastic", "orthogonal_offdiag", "srip", "spectral", "group_lasso", "hoyer", "max_norm")
 POWER = ("srip", "spectral")  # computed with power iterations (vector under stop_gradient)
@@ -162,31 +162,9 @@ def smoothing_bound(name, w, scale, params):
 # --------------------------------------------------------------------------------------------
 
 
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
-def to_numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
-
-
 def exact(w):
     """`w` as a float64 keras.Variable."""
     return keras.Variable(np.asarray(w, dtype=np.float64), dtype="float64")
-
-
-def stable_seed(*parts):
-    """A seed that does not depend on PYTHONHASHSEED."""
-    return zlib.crc32(repr(parts).encode())
-
-
-def away_from(w, points, margin=0.05):
-    """Moves entries within `margin` of any of `points` to `margin` + 0.05 beyond it."""
-    w = np.array(w, dtype=np.float64)
-    for p in points:
-        near = np.abs(w - p) < margin
-        w[near] = p + np.where(w[near] >= p, 1.0, -1.0) * (margin + 0.05)
-    return w
 
 
 def column_scaled(shape, seed, targets):
@@ -213,16 +191,6 @@ def catalogue_weights(name, shape, seed=None):
         return column_scaled(shape, seed, max_norm_targets(shape[-1], 1.25))
     w = np.random.default_rng(seed).normal(0.0, 0.8, size=shape)
     return away_from(w, [0.0])
-
-
-def numeric_gradient(f, w, eps=1e-6):
-    grad = np.zeros_like(w)
-    for idx in np.ndindex(w.shape):
-        plus, minus = w.copy(), w.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        grad[idx] = (f(plus) - f(minus)) / (2 * eps)
-    return grad
 
 
 def tape_gradient(penalty, w, dtype="float64"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import uuid
-import zlib
 
 import keras
 import numpy as np
@@ -17,6 +16,7 @@ import tensorflow as tf
 
 from regfw import penalties
 from regfw.registry import UnknownNameError
+from tests.penalty_helpers import away_from, dtype_of, numeric_gradient, stable_seed, to_numpy
 
 BUILTIN = ("clip", "l1", "l2", "orthogonal")
 
@@ -95,32 +95,10 @@ def exact(w):
 INPUT_KINDS = ["tensor", "variable"]
 
 
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
-def to_numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def stable_seed(*parts):
-    """A seed that does not depend on PYTHONHASHSEED."""
-    return zlib.crc32(repr(parts).encode())
-
-
 def random_weights(shape, seed, spread=1.5):
     """Normal weights with a large enough spread that clip(-0.3, 0.2) really clips."""
     rng = np.random.default_rng(seed)
     return rng.normal(0.0, spread, size=shape)
-
-
-def away_from(w, points, margin=0.05):
-    """Moves entries within `margin` of any of `points` to `margin` + 0.05 beyond it."""
-    w = np.array(w, dtype=np.float64)
-    for p in points:
-        near = np.abs(w - p) < margin
-        w[near] = p + np.where(w[near] >= p, 1.0, -1.0) * (margin + 0.05)
-    return w
 
 
 def smooth_weights(shape, seed):
@@ -197,16 +175,6 @@ def test_orthogonal_zero_only_for_orthonormal_columns():
 # --------------------------------------------------------------------------------------------
 # 2. Gradients against central differences of the numpy reference.
 # --------------------------------------------------------------------------------------------
-
-
-def numeric_gradient(f, w, eps=1e-6):
-    grad = np.zeros_like(w)
-    for idx in np.ndindex(w.shape):
-        plus, minus = w.copy(), w.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        grad[idx] = (f(plus) - f(minus)) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("kind", ["tf_variable", "keras_variable"])
