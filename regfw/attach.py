@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from regfw import constraints, penalties
 from regfw.schema import SELECTION_KEYS, ConfigError
+from regfw.schema_terms import term_specs
 from regfw.selection import select_weights
 
 NOT_PARAMS = ("name", "schedule", *SELECTION_KEYS)
@@ -38,28 +39,6 @@ class PenaltyTerm:
     variables: tuple[Any, ...]
     base_scale: float = 0.0
     schedule: dict[str, Any] | None = field(default=None)
-
-
-def term_specs(cfg: DictConfig, group: str = "penalty") -> list[tuple[str, str, dict[str, Any]]]:
-    """Returns `(term name, config path, spec)` for every configured term of a kind.
-
-    Args:
-        cfg: The whole config.
-        group: `penalty` (the `penalty` group, unless `none`, then the `penalties` entries) or
-            `constraint` (the `constraints` entries).
-    """
-    specs = []
-    if group == "penalty":
-        main = OmegaConf.to_container(cfg.penalty, resolve=True)
-        if main["name"] != "none":
-            specs.append((main["name"], "penalty", main))
-    prefix = "penalties" if group == "penalty" else "constraints"
-    extra = cfg.get(prefix)
-    for name, spec in (
-        {} if extra is None else OmegaConf.to_container(extra, resolve=True)
-    ).items():
-        specs.append((name, f"{prefix}.{name}", spec))
-    return specs
 
 
 def _params(spec: dict[str, Any]) -> dict[str, Any]:

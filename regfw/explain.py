@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from regfw import cli
 from regfw.config import compose
+from regfw.schema_terms import term_specs
 
 
 def _row(path: str, shape: tuple[int, ...], count: int, value: str = "") -> str:
@@ -25,7 +26,6 @@ def explain(cfg: DictConfig) -> str:
     import keras
     from keras import ops
 
-    from regfw.attach import term_specs
     from regfw.selection import matches
     from regfw.trainer import build
 

@@ -22,27 +22,48 @@ PARAM_RULES: dict[str, dict[str, Any]] = {
 CONSTRAINTS = ("clip", "max_norm", "unit_norm", "non_neg")
 
 
+def term_specs(cfg: DictConfig, kind: str = "penalty") -> list[tuple[str, str, dict[str, Any]]]:
+    """Returns `(term name, config path, spec)` for every configured term of a kind.
+
+    Args:
+        cfg: The whole config.
+        kind: `penalty` (the `penalty` group unless it is `none`, then the `penalties` entries;
+            the first term is named after its penalty) or `constraint` (the `constraints`
+            entries).
+
+    Raises:
+        ConfigError: If `penalties` or `constraints` is not a mapping of term name -> config.
+    """
+    specs = []
+    if kind == "penalty":
+        main = OmegaConf.to_container(cfg.penalty, resolve=True)
+        if main.get("name") != "none":
+            specs.append((main.get("name"), "penalty", main))
+    group = "penalties" if kind == "penalty" else "constraints"
+    node = cfg.get(group)
+    terms = {} if node is None else OmegaConf.to_container(node, resolve=True)
+    if not isinstance(terms, dict):
+        raise ConfigError(group, terms, f"expected a mapping of term name -> {kind} config")
+    for name, spec in terms.items():
+        path = f"{group}.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(path, spec, f"expected a {kind} config: +{kind}@{path}=<option>")
+        specs.append((name, path, spec))
+    return specs
+
+
 def validate_terms(cfg: DictConfig) -> None:
     """Checks the `penalty` term, every `penalties.*` and `constraints.*` term.
 
     Raises:
         ConfigError: For the first value that is not allowed.
     """
-    main = OmegaConf.to_container(cfg.penalty, resolve=True)
-    if main.get("name") != "none":
-        _validate_term("penalty", main)
-    else:
+    main = OmegaConf.to_container(cfg.penalty, resolve=True)  # keeps a missing name as "???"
+    if main.get("name") == "none":
         number("penalty.scale", main.get("scale"), low=0)
-    for group, kind in (("penalties", "penalty"), ("constraints", "constraint")):
-        node = cfg.get(group)
-        terms = {} if node is None else OmegaConf.to_container(node, resolve=True)
-        if not isinstance(terms, dict):
-            raise ConfigError(group, terms, f"expected a mapping of term name -> {kind} config")
-        for name, spec in terms.items():
-            path = f"{group}.{name}"
-            if not isinstance(spec, dict):
-                raise ConfigError(path, spec, f"expected a {kind} config: +{kind}@{path}=<option>")
-            if kind == "penalty" and name == main.get("name"):
+    for kind in ("penalty", "constraint"):
+        for name, path, spec in term_specs(cfg, kind):
+            if path.startswith("penalties.") and name == main.get("name"):
                 raise ConfigError(
                     path, name, f"the term name is taken by penalty={name}; rename it"
                 )
