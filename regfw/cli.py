@@ -147,13 +147,11 @@ def _values(override: Any) -> list[str]:
 
 def _variants(overrides: list[Any], choices: list[list[str]]) -> list[list[str]]:
     """First value of every override, then one variant per other sweep value."""
-    lines = [f"{o.get_key_element()}={v[0]}" for o, v in zip(overrides, choices, strict=True) if v]
-    keys = [o.get_key_element() for o, v in zip(overrides, choices, strict=True) if v]
+    kept = [(o.get_key_element(), v) for o, v in zip(overrides, choices, strict=True) if v]
+    lines = [f"{key}={values[0]}" for key, values in kept]
     variants = [lines]
-    for o, values in zip(overrides, choices, strict=True):
-        for value in values[1:]:
-            i = keys.index(o.get_key_element())
-            variants.append([*lines[:i], f"{keys[i]}={value}", *lines[i + 1 :]])
+    for i, (key, values) in enumerate(kept):
+        variants += [[*lines[:i], f"{key}={value}", *lines[i + 1 :]] for value in values[1:]]
     return variants
 
 
