@@ -93,7 +93,8 @@ def hand_step_time(cfg: Any, *, closure: bool = False, tf_data: bool = False) ->
     """
     import keras
 
-    from regfw import data, pipeline
+    from regfw.build import data
+    from regfw.training import pipeline
 
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.trainer.seed)

@@ -99,9 +99,10 @@ def regfw_step_time(overrides: Sequence[str], run_dir: Path) -> float:
     import keras
 
     import regfw
-    from regfw import data, trainer
-    from regfw.callbacks import make_callbacks
-    from regfw.divergence import DivergenceGuard
+    from regfw.build import data
+    from regfw.training import trainer
+    from regfw.training.callbacks import make_callbacks
+    from regfw.training.divergence import DivergenceGuard
 
     cfg = regfw.compose(overrides)
     keras.backend.clear_session(free_memory=True)

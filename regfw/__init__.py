@@ -16,7 +16,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regfw.config import compose
+from regfw.config.compose import compose
 
 if TYPE_CHECKING:
     import keras
@@ -28,14 +28,14 @@ __version__ = "0.1.0"
 
 def build_model(cfg: DictConfig) -> keras.Model:
     """Returns the compiled Keras model for `cfg`, with its penalties attached."""
-    from regfw.trainer import build_model as _build_model
+    from regfw.training.trainer import build_model as _build_model
 
     return _build_model(cfg)
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Trains the model `cfg` describes; returns the final metrics (see `regfw.trainer.train`)."""
-    from regfw.trainer import train as _train
+    """Trains the model `cfg` describes; returns its final metrics (`regfw.training.trainer`)."""
+    from regfw.training.trainer import train as _train
 
     return _train(cfg, output_dir)
 

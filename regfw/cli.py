@@ -14,11 +14,11 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import sweep
-from regfw.config import GROUPS, compose, group_options
+from regfw.build.selection import SelectionError
+from regfw.config.compose import GROUPS, compose, group_options
+from regfw.config.schema import ConfigError, validate
 from regfw.registry import UnknownNameError, did_you_mean
-from regfw.schema import ConfigError, validate
-from regfw.selection import SelectionError
+from regfw.sweeps import callback as sweep
 
 USER_ERRORS = (ConfigError, UnknownNameError, SelectionError)
 EXIT_USER_ERROR = 2
@@ -35,8 +35,8 @@ def run(cfg: DictConfig) -> float:
     """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`).
 
     A diverged single run exits with code 3 after writing its metrics. In a multirun, a job that
-    fails or diverges is recorded in its `metrics.json` and the sweep goes on (`regfw.sweep`);
-    the multirun's exit code says whether every job completed.
+    fails or diverges is recorded in its `metrics.json` and the sweep goes on
+    (`regfw.sweeps.callback`); the multirun's exit code says whether every job completed.
     """
     if sweep.in_multirun():
         return sweep.run_recorded(cfg, lambda: _objective(_train(cfg)), USER_ERRORS)
@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> float:
 def _train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     import_tensorflow_quietly()
-    from regfw.trainer import train
+    from regfw.training.trainer import train
 
     return train(cfg)
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from regfw import cli
-from regfw.config import compose
-from regfw.schema_terms import term_specs
+from regfw.config.compose import compose
+from regfw.config.terms import term_specs
 
 
 def _row(path: str, shape: tuple[int, ...], count: int, value: str = "") -> str:
@@ -26,8 +26,8 @@ def explain(cfg: DictConfig) -> str:
     import keras
     from keras import ops
 
-    from regfw.selection import matches
-    from regfw.trainer import build
+    from regfw.build.selection import matches
+    from regfw.training.trainer import build
 
     keras.utils.set_random_seed(cfg.trainer.seed)
     model, terms = build(cfg)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from regfw.config import GROUPS, compose, conf_dir, group_options
-from regfw.schema import ConfigError, validate
+from regfw.config.compose import GROUPS, compose, conf_dir, group_options
+from regfw.config.schema import ConfigError, validate
 
 # What an option needs besides the defaults to validate ({tmp} is the test's tmp_path).
 NEEDS = {

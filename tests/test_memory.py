@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 import regfw
-from regfw import memory
+from regfw.training import memory
 
 TINY = ["data=synthetic", "data.n_samples=200", "trainer.epochs=1", "trainer.verbose=0",
         "trainer.histograms=false"]  # fmt: skip

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import regfw
-from regfw import cli, data
-from regfw.loaders import adding_problem
-from regfw.schema import ConfigError
+from regfw import cli
+from regfw.build import data
+from regfw.build.loaders import adding_problem
+from regfw.config.schema import ConfigError
 from tests.conftest import run_train
 
 FAST = ["trainer.epochs=1", "trainer.verbose=0", "trainer.histograms=false"]

@@ -21,8 +21,8 @@ import pytest
 
 import regfw
 from regfw import penalties
-from regfw.attach import attach_penalties
-from regfw.data import load
+from regfw.build.attach import attach_penalties
+from regfw.build.data import load
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 0.05  # large enough that the penalty is most of the loss of the article's MLP
@@ -266,7 +266,7 @@ def build(kind):
     penalty = penalties.get("orthogonal", scale=0.1)
     kernels = [v for v in model.trainable_variables if len(v.shape) == 2]
     loss = "binary_crossentropy"
-    if kind == "regfw":  # what regfw.attach does
+    if kind == "regfw":  # what regfw.build.attach does
         for v in kernels:
             v.regularizer = penalty
     elif kind == "unscaled":

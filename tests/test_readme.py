@@ -60,7 +60,7 @@ def test_every_readme_train_command_is_valid(args, tmp_path, monkeypatch):
 
 
 def test_readme_documents_every_penalty_and_option():
-    from regfw.config import group_options
+    from regfw.config.compose import group_options
 
     for group in ("model", "data", "optimizer", "constraint", "penalty"):
         for option in group_options(group):
@@ -82,7 +82,8 @@ def test_sweep_commands_in_the_readme_are_valid():
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from regfw import cli, config
+    from regfw import cli
+    from regfw.config import compose as config
 
     commands = _sweep_commands()
     assert len(commands) == 6 and any("hydra/launcher=submitit_slurm" in c for c in commands)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from regfw import atomic
+from regfw.runs import atomic
 from tests.conftest import REPO, read_metrics, run_train
 
 SMALL = ["data=synthetic", "data.n_samples=300", "trainer.epochs=3", "trainer.histograms=false"]

@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import regfw
-from regfw import diagnostics, hparams, report
+from regfw.sweeps import report
+from regfw.training import diagnostics, hparams
 
 
 def _fake_job(sweep_dir, job, overrides, metrics=None):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import regfw
-from regfw.schema import ConfigError, validate
+from regfw.config.schema import ConfigError, validate
 from tests.conftest import REPO, read_metrics, run_train
 
 FAST = ["trainer.verbose=0", "trainer.histograms=false"]
@@ -34,7 +34,7 @@ def test_trainer_keys_are_checked(override, message):
 
 
 def test_shuffled_batches_are_a_seeded_permutation_per_epoch():
-    from regfw import pipeline
+    from regfw.training import pipeline
 
     x = np.arange(10, dtype="float32").reshape(-1, 1)
 
@@ -55,7 +55,8 @@ def test_shuffled_batches_are_a_seeded_permutation_per_epoch():
 def test_pipeline_with_class_weight_matches_keras_on_arrays(fresh_keras):
     import keras
 
-    from regfw import data, pipeline
+    from regfw.build import data
+    from regfw.training import pipeline
 
     cfg = regfw.compose(["data=synthetic", "penalty=l1"])
     split = data.load(cfg.data, seed=0)
@@ -89,7 +90,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, regfw
-from regfw import distribute
+from regfw.training import distribute
 result = {}
 for strategy in ("default", "mirrored"):
     cfg = regfw.compose([*sys.argv[2:], f"trainer.strategy={strategy}"])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import regfw
-from regfw.schedules import multiplier
-from regfw.selection import SelectionError
+from regfw.build.selection import SelectionError
+from regfw.config.schedules import multiplier
 from tests.conftest import REPO, event_scalars, read_metrics, run_train
 
 FAST = ["data=synthetic", "data.n_samples=200", "trainer.verbose=0", "trainer.histograms=false"]

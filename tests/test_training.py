@@ -63,7 +63,7 @@ def test_logged_loss_is_data_loss_plus_penalty(tmp_path, fresh_keras):
 def test_saved_model_reproduces_validation_data_loss(tmp_path, fresh_keras):
     import keras
 
-    from regfw import data
+    from regfw.build import data
 
     cfg = regfw.compose(["data=synthetic", *FAST])
     metrics = regfw.train(cfg, output_dir=tmp_path)

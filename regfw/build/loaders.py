@@ -1,7 +1,7 @@
 """Where each data set's arrays come from: generators, scikit-learn, keras.datasets, user files.
 
 A loader takes the `data` config group and returns the raw `Arrays` (features and labels, plus the
-data set's own validation split when it has one); `regfw.data.load` checks, splits and scales
+data set's own validation split when it has one); `regfw.build.data.load` checks, splits and scales
 them. Files are read without pickle; a file that cannot be read is a `ConfigError` naming
 `data.path`.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from sklearn import datasets
 
 from regfw.registry import Registry, did_you_mean
-from regfw.schema import KERAS_DATASETS, ConfigError
+from regfw.config.schema import KERAS_DATASETS, ConfigError
 
 
 @dataclass(frozen=True)

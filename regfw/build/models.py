@@ -13,7 +13,7 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.registry import Registry, did_you_mean
-from regfw.schema import ConfigError
+from regfw.config.schema import ConfigError
 
 BUILDERS: Registry = Registry("model")
 

@@ -12,7 +12,7 @@ GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment", "con
 
 def conf_dir() -> Path:
     """Returns the absolute path of the config tree (`conf/` of a checkout or installed)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # regfw/
     for candidate in (package / "conf", package.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate

@@ -3,7 +3,7 @@
 `<run>/checkpoint/` holds `state.weights.h5` (model and optimizer variables) and `state.json`
 (epochs completed, the random-seed states of layers such as dropout). Both are written to a
 temporary file and renamed, weights first, so a crash leaves the previous complete checkpoint.
-The data order of an epoch depends only on `(trainer.seed, epoch)` (`regfw.pipeline`), so a
+The data order of an epoch depends only on `(trainer.seed, epoch)` (`regfw.training.pipeline`), so a
 resumed run sees the same batches as an uninterrupted one.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from regfw import atomic
-from regfw.divergence import DivergenceGuard
+from regfw.runs import atomic
+from regfw.training.divergence import DivergenceGuard
 
 FOLDER = "checkpoint"
 WEIGHTS = "state.weights.h5"

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic
+from regfw.runs import atomic
 
 log = logging.getLogger(__name__)
 EXIT_JOB_FAILED = 1
@@ -86,7 +86,7 @@ class SweepCallback(Callback):
         self.fail_on_bad_jobs = fail_on_bad_jobs
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from regfw import hparams
+        from regfw.training import hparams
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ class SweepCallback(Callback):
         hparams.write_experiment(sweep_dir, columns)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from regfw import report
+        from regfw.sweeps import report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

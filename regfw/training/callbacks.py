@@ -10,12 +10,12 @@ import tensorflow as tf
 from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import hparams
-from regfw.attach import PenaltyTerm
-from regfw.checkpoints import Checkpoint
-from regfw.diagnostics import WeightDiagnostics
-from regfw.divergence import DivergenceGuard
-from regfw.schedules import multiplier
+from regfw.build.attach import PenaltyTerm
+from regfw.config.schedules import multiplier
+from regfw.training import hparams
+from regfw.training.checkpoints import Checkpoint
+from regfw.training.diagnostics import WeightDiagnostics
+from regfw.training.divergence import DivergenceGuard
 
 # Log keys regfw adds; TensorBoard gets them under these exact tags (Keras would prefix "epoch_").
 OWN_KEYS = ("data_loss", "penalty/", "penalty_scale/", "diagnostics/")

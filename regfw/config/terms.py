@@ -6,8 +6,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.checks import ConfigError, choice, number, string_list
-from regfw.schedules import SCHEDULES
+from regfw.config.checks import ConfigError, choice, number, string_list
+from regfw.config.schedules import SCHEDULES
 
 PARAM_RULES: dict[str, dict[str, Any]] = {
     "alpha": {"low": 0},

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from regfw.schema import ConfigError
+from regfw.config.schema import ConfigError
 
 
 def load(plugins: Iterable[str]) -> None:

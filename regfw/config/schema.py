@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.checks import (
+from regfw.config.checks import (
     ConfigError,
     choice,
     flag,
@@ -21,7 +21,7 @@ from regfw.checks import (
     number,
     string_list,
 )
-from regfw.schema_terms import validate_terms
+from regfw.config.terms import validate_terms
 
 MODELS = ("mlp", "cnn", "rnn", "application")
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")

@@ -1,6 +1,6 @@
 """Training and validation arrays for the `data` config group, checked and scaled.
 
-`load` takes a loader's raw arrays (see `regfw.loaders`), checks them against the declared
+`load` takes a loader's raw arrays (see `regfw.build.loaders`), checks them against the declared
 `input_shape` and `num_classes`, splits off a stratified, seeded validation set (unless the data set
 has its own), keeps at most `data.limit` samples of each split, scales `uint8` images to [0, 1],
 adds a missing channel axis, and standardizes tabular features with the training split's statistics.
@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from sklearn.utils import resample
 
-from regfw.loaders import LOADERS
-from regfw.schema import ConfigError
+from regfw.build.loaders import LOADERS
+from regfw.config.schema import ConfigError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from regfw.attach import PenaltyTerm
+from regfw.build.attach import PenaltyTerm
 
 
 def _finite(value: Any) -> bool:

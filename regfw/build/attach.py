@@ -14,10 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from regfw import constraints, penalties
-from regfw.schema import SELECTION_KEYS, ConfigError
-from regfw.schema_terms import term_specs
-from regfw.selection import select_weights
+from regfw import penalties
+from regfw.build import constraints
+from regfw.config.schema import SELECTION_KEYS, ConfigError
+from regfw.config.terms import term_specs
+from regfw.build.selection import select_weights
 
 NOT_PARAMS = ("name", "schedule", *SELECTION_KEYS)
 
@@ -72,7 +73,7 @@ def attach_penalties(model: Any, cfg: DictConfig) -> list[PenaltyTerm]:
         The attached terms.
 
     Raises:
-        regfw.selection.SelectionError: If a term matches no weight.
+        regfw.build.selection.SelectionError: If a term matches no weight.
         regfw.registry.UnknownNameError: If a penalty name is not registered.
     """
     terms = []
@@ -98,7 +99,7 @@ def attach_constraints(model: Any, cfg: DictConfig) -> dict[str, list[Any]]:
 
     Raises:
         ConfigError: If two constraint terms select the same weight.
-        regfw.selection.SelectionError: If a term matches no weight.
+        regfw.build.selection.SelectionError: If a term matches no weight.
     """
     attached = {}
     for name, path, spec in term_specs(cfg, "constraint"):

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.config import GROUPS
+from regfw.config.compose import GROUPS
 
 ALWAYS = ("penalty.name", "penalty.scale")
 # (tag, group, display name): Keras's and regfw's validation scalars, as the run folders hold them.

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from regfw import atomic
+from regfw.runs import atomic
 
 SCALE = "penalty.scale"
 NOT_A_LINE = (SCALE, "trainer.seed", "penalty", "penalty.name")
@@ -38,7 +38,7 @@ def lines(
     """Returns label -> `(scale, mean, std)` points of `metric`, sorted by scale.
 
     Args:
-        groups: Seed aggregates (`regfw.report.aggregate_over_seeds`).
+        groups: Seed aggregates (`regfw.sweeps.report.aggregate_over_seeds`).
         metric: A metric name such as `validation/data_loss`.
         split_by: Keys whose values, with the penalty's name, label the lines.
     """
@@ -58,7 +58,7 @@ def write_plots(
 
     Args:
         sweep_dir: The sweep folder.
-        groups: Seed aggregates of the completed jobs (`regfw.report.aggregate_over_seeds`).
+        groups: Seed aggregates of the completed jobs (`regfw.sweeps.report.aggregate_over_seeds`).
         keys: The hyperparameter columns; those that vary (but the scale, the seed, the penalty
             and `searched`) split the lines.
         searched: Keys a sweeper searched over an interval.

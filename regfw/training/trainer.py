@@ -18,11 +18,13 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from regfw import atomic, checkpoints, data, distribute, memory, models, pipeline, plugins
-from regfw.attach import PenaltyTerm, attach_constraints, attach_penalties
-from regfw.callbacks import make_callbacks
-from regfw.divergence import DivergenceGuard
-from regfw.schema import validate
+from regfw.build import data, models, plugins
+from regfw.build.attach import PenaltyTerm, attach_constraints, attach_penalties
+from regfw.config.schema import validate
+from regfw.runs import atomic
+from regfw.training import checkpoints, distribute, memory, pipeline
+from regfw.training.callbacks import make_callbacks
+from regfw.training.divergence import DivergenceGuard
 
 log = logging.getLogger(__name__)
 

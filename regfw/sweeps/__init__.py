@@ -1,0 +1,8 @@
+"""Sweeps and reports: many runs launched by Hydra, and what is written about them together.
+
+Owns the multirun plumbing (`callback`: failed jobs are recorded, the Hydra callback writes the
+HParams experiment and the report) and the sweep report (`report`: `summary.csv`, tables, seed
+aggregates; `plots`). May import: `regfw.training` (lazily: the callback is instantiated in every
+run, so importing this package must not import TensorFlow), `regfw.runs`, `regfw.config`,
+`regfw.registry`, `regfw.errors`.
+"""

@@ -1,0 +1,182 @@
+"""The sweep report: `summary.csv`, a markdown table, seed aggregates and plots in the sweep folder.
+
+Written after every multirun by `regfw.sweeps.callback.SweepCallback`, and on demand:
+
+    python -m regfw.report outputs/multirun/<date>/<time>
+
+One row per job folder (one with `.hydra/overrides.yaml`): its overrides, its hyperparameter values
+(the keys given on the command line plus `penalty.name` and `penalty.scale`), status (`ok`,
+`failed` or `diverged`, with the error), epochs, wall time, and the final metrics as
+`train/<name>`, `validation/<name>`, `penalty/<term>` and `diagnostics/<name>` (model-wide).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from regfw.runs import atomic
+from regfw.training import hparams
+
+STATUS = {"completed": "ok", "failed": "failed", "diverged": "diverged"}
+SEED = "trainer.seed"
+# The columns of the terminal table and of the seed aggregates, after the hyperparameters.
+SHOWN = ("validation/data_loss", "validation/accuracy", "penalty/total")
+AGGREGATED = (*SHOWN, "validation/loss", "diagnostics/near_zero", "diagnostics/orthogonality")
+_FIXED = ("job", "overrides", "status", "error", "epochs_run", "wall_time_s", "rss_mb")
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Returns the job folders of a sweep in job order (`0, 1, 2, ..., 10`)."""
+    found = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")]
+
+    def order(path: Path) -> list[Any]:
+        parts = re.split(r"(\d+)", str(path.relative_to(sweep_dir)))
+        return [int(p) if p.isdigit() else p for p in parts]
+
+    return sorted(found, key=order)
+
+
+def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    """Returns the summary row of one job folder (status `failed` when it left no metrics)."""
+    hydra_dir = job_dir / ".hydra"
+    overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
+    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    hydra_yaml = hydra_dir / "hydra.yaml"
+    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() else None
+    shown = [o for o in overrides if not o.startswith("hydra.")]
+    row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)), "overrides": " ".join(shown)}
+    row.update(hparams.run_values(cfg, overrides, choices))
+    metrics_file = job_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return {**row, "status": "failed", "error": "no metrics.json: the job did not finish"}
+    metrics = json.loads(metrics_file.read_text())
+    row["status"] = STATUS.get(metrics.get("status"), str(metrics.get("status")))
+    row["error"] = metrics.get("error", "")
+    row["epochs_run"] = metrics.get("epochs_run")
+    row["wall_time_s"] = metrics.get("wall_time_s")
+    row["rss_mb"] = metrics.get("rss_mb")
+    for section in ("train", "validation", "penalty"):
+        row.update({f"{section}/{k}": v for k, v in metrics.get(section, {}).items()})
+    diagnostics = metrics.get("diagnostics", {})
+    row.update({f"diagnostics/{k}": v for k, v in diagnostics.items() if "/" not in k})
+    return row
+
+
+def searched_keys(sweep_dir: Path) -> list[str]:
+    """Keys a sweeper searched (`hydra.sweeper.params`, e.g. Optuna's), from the first job."""
+    for job in job_dirs(sweep_dir):
+        hydra_yaml = job / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            params = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.sweeper.params")
+            return list(params or [])
+    return []
+
+
+def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Returns one summary row per job folder of `sweep_dir`."""
+    sweep_dir = Path(sweep_dir)
+    return [job_row(sweep_dir, job) for job in job_dirs(sweep_dir)]
+
+
+def hparam_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The hyperparameter columns of the rows (dotted config keys and group names)."""
+    keys = [k for row in rows for k in row if "/" not in k and k not in _FIXED]
+    return list(dict.fromkeys(keys))
+
+
+def aggregate_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups the completed rows by every hyperparameter but `trainer.seed`: n, mean and std.
+
+    Returns:
+        One row per group: its hyperparameters, `n`, and `<metric>/mean`, `<metric>/std` (sample
+        std, 0 for a single seed) for the metrics in `AGGREGATED` the rows have.
+    """
+    keys = [k for k in hparam_keys(rows) if k != SEED]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    result = []
+    for values, members in groups.items():
+        out: dict[str, Any] = {**dict(zip(keys, values, strict=True)), "n": len(members)}
+        for metric in AGGREGATED:
+            numbers = [m[metric] for m in members if _is_finite(m.get(metric))]
+            if numbers:
+                out[f"{metric}/mean"] = statistics.fmean(numbers)
+                out[f"{metric}/std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        result.append(out)
+    return result
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Returns the rows as CSV text, with the union of their columns (first seen, first)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Returns a markdown table of the given columns (numbers with 4 significant digits)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [_cell(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int = 80) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def write_report(sweep_dir: str | Path, out: Any = sys.stdout) -> list[dict[str, Any]]:
+    """Writes `summary.csv`, `summary_by_seed.csv` (if seeds vary) and the plots; prints tables.
+
+    Args:
+        sweep_dir: The sweep folder (`hydra.sweep.dir`).
+        out: Where the markdown tables go.
+
+    Returns:
+        The summary rows.
+    """
+    from regfw.sweeps import plots
+
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    atomic.write_text(sweep_dir / "summary.csv", to_csv(rows))
+    keys = hparam_keys(rows)
+    varying = [k for k in keys if k in hparams.ALWAYS or len({str(r.get(k)) for r in rows}) > 1]
+    status = [{**r, "status": f"{r['status']}: {r['error']}" if r["error"] else r["status"]}
+              for r in rows]  # fmt: skip
+    columns = ["job", *varying, "status", *SHOWN, "wall_time_s", "rss_mb"]
+    print(markdown(status, columns), file=out)
+    groups = aggregate_over_seeds(rows)
+    if len({r.get(SEED) for r in rows}) > 1:
+        atomic.write_text(sweep_dir / "summary_by_seed.csv", to_csv(groups))
+        shown = [c for m in SHOWN for c in (f"{m}/mean", f"{m}/std")]
+        print(markdown(groups, [k for k in varying if k != SEED] + ["n", *shown]), file=out)
+    written = plots.write_plots(sweep_dir, groups, keys, searched_keys(sweep_dir))
+    print(f"Wrote {sweep_dir / 'summary.csv'} and {', '.join(p.name for p in written)}", file=out)
+    return rows
