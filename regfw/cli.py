@@ -1,63 +1,107 @@
 """The command line around `train.py`: checks before Hydra runs, and the task Hydra calls.
 
-User mistakes end with one line on stderr (`regfw: error: <key>=<value>: <what is allowed>`) and
-exit code 2, without a traceback. Nothing here imports TensorFlow until a run actually trains.
+Every failure ends with one line on stderr, `regfw: error: <key>=<value>: <what is allowed>`, and
+the exit code of `regfw.errors` (2 for the user's mistakes), without a traceback unless
+`HYDRA_FULL_ERROR=1`. Nothing here imports TensorFlow until a run actually trains.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from regfw.build.selection import SelectionError
 from regfw.config.compose import GROUPS, compose, group_options
-from regfw.config.schema import ConfigError, validate
-from regfw.registry import UnknownNameError, did_you_mean
+from regfw.config.schema import validate
+from regfw.errors import (
+    EXIT_DIVERGED,
+    EXIT_FAILED,
+    EXIT_USER_ERROR,
+    RegfwError,
+    RunFolderError,
+    UserError,
+    full_error,
+)
+from regfw.registry import did_you_mean
+from regfw.runs import folder
 from regfw.sweeps import callback as sweep
 
-USER_ERRORS = (ConfigError, UnknownNameError, SelectionError)
-EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3
+# Folders the command-line check found missing: Hydra creates them before the task starts, and a
+# rejected run removes them again if they are still empty.
+_NEW_FOLDERS: dict[str, tuple[Path, ...]] = {}
 
 
-def fail(message: str) -> NoReturn:
-    """Prints `regfw: error: <message>` to stderr and exits with code 2."""
-    print(f"regfw: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """Prints `regfw: error: <message>` (one line) to stderr and exits with `code`."""
+    print(f"regfw: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def reported(action: Callable[[], Any]) -> Any:
+    """Runs `action`; a failure ends the process with one line and its exit code.
+
+    regfw's own errors keep their exit codes (`regfw.errors`); anything else is a bug, reported
+    in one line with exit code 1. With `HYDRA_FULL_ERROR=1` errors propagate with tracebacks.
+    """
+    try:
+        return action()
+    except RegfwError as error:
+        if full_error():
+            raise
+        fail(str(error), error.exit_code)
+    except Exception as error:
+        if full_error():
+            raise
+        fail(
+            f"internal error: {type(error).__name__}: {error} (HYDRA_FULL_ERROR=1 shows the "
+            "traceback)",
+            EXIT_FAILED,
+        )
 
 
 def run(cfg: DictConfig) -> float:
-    """The Hydra task: validates `cfg`, trains, and returns the objective (`trainer.monitor`).
+    """The Hydra task: checks `cfg` and the run folder, trains, and returns the objective.
 
     A diverged single run exits with code 3 after writing its metrics. In a multirun, a job that
     fails or diverges is recorded in its `metrics.json` and the sweep goes on
     (`regfw.sweeps.callback`); the multirun's exit code says whether every job completed.
     """
     if sweep.in_multirun():
-        return sweep.run_recorded(cfg, lambda: _objective(_train(cfg)), USER_ERRORS)
-    try:
-        metrics = _train(cfg)
-    except USER_ERRORS as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        fail(str(error))
+        return sweep.run_recorded(cfg, lambda: _objective(_train(cfg)))
+    metrics = reported(lambda: _train(cfg))
     if metrics["status"] == "diverged":
-        print(f"regfw: error: training diverged: {metrics['error']}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        fail(f"training diverged: {metrics['error']}", EXIT_DIVERGED)
     return _objective(metrics)
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
     validate(cfg)
+    if not HydraConfig.initialized():  # called from Python: the API's default folder
+        import_tensorflow_quietly()
+        from regfw.training.trainer import train
+
+        return train(cfg)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if sweep.in_multirun():
+        where = f"hydra.sweep.dir={hydra_cfg.sweep.dir} (job {hydra_cfg.job.num})"
+    else:
+        where = f"hydra.run.dir={hydra_cfg.run.dir}"
+        if not str(hydra_cfg.run.dir).strip():
+            folder.check_location("", "hydra.run.dir")
     import_tensorflow_quietly()
     from regfw.training.trainer import train
 
-    return train(cfg)
+    new_folders = _NEW_FOLDERS.get(os.path.abspath(run_dir), ())
+    return train(cfg, run_dir, where=where, new_folders=new_folders)
 
 
 def _objective(metrics: dict[str, Any]) -> float:
@@ -71,7 +115,7 @@ def import_tensorflow_quietly() -> None:
     TensorFlow's C++ start-up notices (oneDNN, CUDA probing) would otherwise surround regfw's
     one-line messages. `HYDRA_FULL_ERROR=1` keeps them, for debugging.
     """
-    if "tensorflow" in sys.modules or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if "tensorflow" in sys.modules or full_error():
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -86,53 +130,109 @@ def import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _arguments() -> argparse.ArgumentParser:
+    """The flags of a Hydra app that decide what the check looks at.
+
+    Hydra's own parser is private; everything this one does not know goes on to Hydra untouched.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("overrides", nargs="*")
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--resolve",),
+                  ("--run", "-r"), ("--multirun", "-m"), ("--experimental-rerun",)):  # fmt: skip
+        parser.add_argument(*flags, action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--shell-completion", "-sc"),
+                  ("--config-path", "-cp"), ("--config-name", "-cn"), ("--config-dir", "-cd"),
+                  ("--info", "-i")):  # fmt: skip
+        parser.add_argument(*flags, nargs="?", const="all")
+    return parser
+
+
 def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Checks `train.py`'s overrides before Hydra runs them; exits with a clear message if wrong.
+    """Checks `train.py`'s command line before Hydra runs it; exits with one line if wrong.
 
     Every value of every sweep is checked (each against the first values of the other overrides),
-    so a multirun with a bad value fails before its first job starts.
+    and so is where the run or sweep folder would go, so a run that would be rejected writes
+    nothing and a multirun with a bad value fails before its first job starts.
     """
-    problem = find_problem(list(sys.argv[1:] if argv is None else argv))
+    problem = reported(lambda: find_problem(list(sys.argv[1:] if argv is None else argv)))
     if problem:
         fail(problem)
 
 
-def find_problem(argv: list[str]) -> str | None:
-    """Returns a one-line description of what is wrong with the command line, or None."""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+def find_problem(argv: list[str], folders: bool = True) -> str | None:
+    """Returns a one-line description of what is wrong with the command line, or None.
 
-    args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_path:
+    Args:
+        argv: The command line's arguments.
+        folders: Whether to check where the run or sweep folder would go (commands that write
+            nothing, such as `regfw.explain`, leave it out).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, MissingConfigException
+
+    args, extras = _arguments().parse_known_args(argv)
+    if extras:
+        return (
+            f"cannot parse the command line: unrecognized arguments: {' '.join(extras)} (flags "
+            "such as -m go before the overrides)"
+        )
+    if args.help or args.hydra_help or args.version or args.info or args.shell_completion:
         return None
-    if args.config_dir:
-        return None
-    if not args.overrides:
-        return None  # the defaults themselves are checked by the test suite
+    if args.config_path or args.config_dir or args.experimental_rerun:
+        return None  # another config tree: Hydra checks it
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except HydraException:
-        return None  # Hydra reports syntax errors itself.
+    except HydraException as error:
+        return f"cannot parse the command line: {_first_lines(error)}"
+    config_name = args.config_name or "config"
     ours = [o for o in overrides if not o.key_or_group.startswith("hydra")]
-    choices = [_values(o) for o in ours]
-    for override, values in zip(ours, choices, strict=True):
+    for override in ours:
         group = override.key_or_group
         if group in GROUPS and not override.is_delete():
-            for value in values:
+            for value in _values(override):
                 problem = _check_option(group, override.get_key_element(), value)
                 if problem:
                     return problem
-    for variant in _variants(ours, choices):
+    cfg = None
+    for variant in _variants(overrides):
         try:
-            cfg = compose(variant, config_name=args.config_name or "config")
-        except Exception:
-            return _diagnose_keys(ours, choices, args.config_name or "config")
+            cfg = compose(variant, config_name=config_name, return_hydra_config=True)
+        except MissingConfigException as error:
+            return _missing_option(error, variant)
+        except Exception as error:
+            diagnosis = _diagnose_keys(ours, config_name)
+            return diagnosis or f"{' '.join(variant)}: {_first_lines(error)}"
+        hydra_node = cfg.hydra
+        with open_dict(cfg):
+            del cfg["hydra"]
         try:
             validate(cfg)
-        except ConfigError as error:
+        except UserError as error:
             return str(error)
+        except Exception as error:  # a config the checks cannot even read (e.g. ~penalty)
+            return f"the composed config is incomplete: {type(error).__name__}: {error}"
+    if cfg is not None and folders and not args.cfg:
+        return _check_folders(hydra_node, cfg, multirun=args.multirun)
     return None
+
+
+def _missing_option(error: Any, variant: list[str]) -> str:
+    """`group=option: no such option` for a config group option Hydra could not find."""
+    missing = str(error.missing_cfg_file or "")
+    group, _, option = missing.rpartition("/")
+    options = list(error.options or [])
+    if not group or not options:
+        return f"{' '.join(variant)}: {_first_lines(error)}"
+    given = next((line for line in variant if line.split("=", 1)[-1] == option), f"{group}")
+    return (
+        f"{given.split('=', 1)[0]}={option}: no such option in group '{group}'."
+        f"{did_you_mean(option, options)} Available: {', '.join(options)}"
+    )
+
+
+def _first_lines(error: BaseException, lines: int = 3) -> str:
+    text = " ".join(line.strip() for line in str(error).splitlines()[:lines] if line.strip())
+    return text or type(error).__name__
 
 
 def _values(override: Any) -> list[str]:
@@ -145,13 +245,18 @@ def _values(override: Any) -> list[str]:
         return []
 
 
-def _variants(overrides: list[Any], choices: list[list[str]]) -> list[list[str]]:
-    """First value of every override, then one variant per other sweep value."""
-    kept = [(o.get_key_element(), v) for o, v in zip(overrides, choices, strict=True) if v]
-    lines = [f"{key}={values[0]}" for key, values in kept]
-    variants = [lines]
-    for i, (key, values) in enumerate(kept):
-        variants += [[*lines[:i], f"{key}={value}", *lines[i + 1 :]] for value in values[1:]]
+def _variants(overrides: list[Any]) -> list[list[str]]:
+    """The overrides with the first value of every sweep, then one variant per other value."""
+    options = []
+    for override in overrides:
+        if not override.is_sweep_override():
+            options.append([override.input_line])
+        elif values := _values(override):  # an interval (for a sweeper) has no values to try
+            options.append([f"{override.get_key_element()}={value}" for value in values])
+    first = [choices[0] for choices in options]
+    variants = [first]
+    for i, choices in enumerate(options):
+        variants += [[*first[:i], choice, *first[i + 1 :]] for choice in choices[1:]]
     return variants
 
 
@@ -165,7 +270,7 @@ def _check_option(group: str, key: str, value: str) -> str | None:
     )
 
 
-def _diagnose_keys(overrides: list[Any], choices: list[list[str]], config_name: str) -> str | None:
+def _diagnose_keys(overrides: list[Any], config_name: str) -> str | None:
     """Finds an override of a key that does not exist, and names the closest existing key.
 
     The config is composed with the group choices only (overrides without a dot), so the keys
@@ -173,8 +278,8 @@ def _diagnose_keys(overrides: list[Any], choices: list[list[str]], config_name: 
     """
     group_lines = [
         f"{o.get_key_element()}={v[0]}"
-        for o, v in zip(overrides, choices, strict=True)
-        if v and "." not in o.key_or_group
+        for o in overrides
+        if (v := _values(o)) and o.key_or_group in GROUPS and not o.is_delete()
     ]
     try:
         cfg = compose(group_lines, config_name=config_name)
@@ -200,3 +305,42 @@ def _diagnose_keys(overrides: list[Any], choices: list[list[str]], config_name: 
                 )
             node = node[part]
     return None
+
+
+def _check_folders(hydra_node: DictConfig, cfg: DictConfig, multirun: bool) -> str | None:
+    """Checks where the run (or the sweep) would write, before Hydra creates anything there."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    path = OmegaConf.select(hydra_node, key.removeprefix("hydra."), default=None,
+                            throw_on_resolution_failure=False)  # fmt: skip
+    if path is None:
+        return None  # it depends on what only the running job knows: checked by the job
+    try:
+        path = folder.check_location(str(path), key)
+        if multirun:
+            _check_sweep_folder(path, bool(cfg.trainer.resume))
+    except RunFolderError as error:
+        return str(error)
+    absolute = Path(os.path.abspath(path))
+    _NEW_FOLDERS[str(absolute)] = tuple(p for p in (absolute, *absolute.parents) if not p.exists())
+    return None
+
+
+def _check_sweep_folder(path: Path, resume: bool) -> None:
+    """A sweep starts in a new or empty folder, or finishes an earlier sweep with resume."""
+    if not path.is_dir():
+        return
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    jobs = [e for e in entries if folder.inspect(path / e).is_run]
+    if not jobs and "multirun.yaml" not in entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunFolderError(
+            f"hydra.sweep.dir={path}: the folder is not empty and holds no regfw sweep "
+            f"({shown}); choose a new or empty folder"
+        )
+    if not resume:
+        raise RunFolderError(
+            f"hydra.sweep.dir={path}: the folder already holds a sweep ({len(jobs)} job folders);"
+            " finish it with trainer.resume=true, or choose a new hydra.sweep.dir"
+        )

@@ -59,15 +59,36 @@ def explain(cfg: DictConfig) -> str:
     return "\n".join(lines)
 
 
+USAGE = """usage: python -m regfw.explain [group=option ...] [key=value ...]
+
+Builds the model train.py would build for the same overrides (initial weights, no training) and
+prints each penalty and constraint term with the weights it touches and its initial value."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Prints the explanation for `train.py`-style overrides; user errors exit with code 2."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     overrides = list(sys.argv[1:] if argv is None else argv)
-    cli.check_command_line(overrides)
-    cli.import_tensorflow_quietly()
+    if {"-h", "--help"} & set(overrides):
+        print(USAGE)
+        return
     try:
-        print(explain(compose(overrides)))
-    except cli.USER_ERRORS as error:
-        cli.fail(str(error))
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        cli.fail(f"cannot parse the command line: {' '.join(str(error).split())}")
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps:
+        cli.fail(
+            f"{sweeps[0]}: explain describes one config, and this is a sweep; give one value "
+            "per key (explain each sweep value on its own)"
+        )
+    problem = cli.reported(lambda: cli.find_problem(overrides, folders=False))
+    if problem:
+        cli.fail(problem)
+    cli.import_tensorflow_quietly()
+    print(cli.reported(lambda: explain(compose(overrides))))
 
 
 if __name__ == "__main__":

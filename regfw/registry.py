@@ -9,16 +9,18 @@ import difflib
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from regfw.errors import UserError
+
 T = TypeVar("T")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Returns `" Did you mean 'x'?"` for the closest choice, or an empty string."""
-    matches = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
     return f" Did you mean '{matches[0]}'?" if matches else ""
 
 
-class UnknownNameError(LookupError):
+class UnknownNameError(UserError, LookupError):
     """Raised when a name is not in a registry; the message lists what is available."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +25,36 @@ def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
         text=True,
         timeout=timeout,
     )
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under `folder` (but a dead run's lock): relative path -> (size, mtime, sha1)."""
+    return {
+        str(p.relative_to(folder)): (
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+            hashlib.sha1(p.read_bytes()).hexdigest(),
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".regfw.lock"
+    }
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single `regfw: error:` line a failed command printed (and nothing else on stderr)."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: "), result.stderr
+    return lines[0]
+
+
+def run_with_fault(fault: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`train.py` that kills itself with SIGKILL at an exact write (see tests/faults.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests" / "faults.py"), fault, str(REPO / "train.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from regfw.runs import atomic
-from tests.conftest import REPO, read_metrics, run_train
+from tests.conftest import REPO, read_metrics, run_train, run_with_fault
 
 SMALL = ["data=synthetic", "data.n_samples=300", "trainer.epochs=3", "trainer.histograms=false"]
 BOOM = '''
@@ -68,32 +66,18 @@ RESUME = [
 ]  # fmt: skip
 
 
-def _kill_after_epochs(run_dir, epochs, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *RESUME, f"hydra.run.dir={run_dir}"],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    state = run_dir / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epochs_completed"] >= epochs:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return json.loads(state.read_text())["epochs_completed"]
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail("the run finished (or hung) before it could be killed mid-training")
-
-
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     whole = run_train(*RESUME, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     assert "no checkpoint in" in whole.stdout + whole.stderr  # resume=true on a new folder says so
 
     killed = tmp_path / "killed"
-    done = _kill_after_epochs(killed, 2, tmp_path)
-    assert 2 <= done < 5 and not (killed / "metrics.json").exists()
+    # SIGKILL right after the second checkpoint (tests/faults.py): a kill at an exact point.
+    result = run_with_fault("after:checkpoint/state.json:2", *RESUME, f"hydra.run.dir={killed}",
+                            cwd=tmp_path)  # fmt: skip
+    assert result.returncode == -9 and not (killed / "metrics.json").exists()
+    done = json.loads((killed / "checkpoint" / "state.json").read_text())["epochs_completed"]
+    assert done == 2
     resumed = run_train(*RESUME, f"hydra.run.dir={killed}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}" in resumed.stdout + resumed.stderr
@@ -110,15 +94,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 def test_corrupted_checkpoint_is_reported_kept_aside_and_the_run_starts_fresh(tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoint").mkdir(parents=True)
-    (run_dir / "checkpoint" / "state.json").write_text('{"epochs_completed": 1, "seed_states": []}')
-    (run_dir / "checkpoint" / "state.weights.h5").write_bytes(b"not an h5 file")
-    result = run_train(*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    args = [*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
+    killed = run_with_fault("after:checkpoint/state.json:1", *args, cwd=tmp_path)
+    assert killed.returncode == -9
+    (run_dir / "checkpoint" / "state.keras").write_bytes(b"not a .keras file")
+    result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "is unreadable" in output and "starting fresh" in output and "Traceback" not in output
     (aside,) = run_dir.glob("checkpoint.corrupt-*")
-    assert (aside / "state.weights.h5").read_bytes() == b"not an h5 file"
+    assert (aside / "state.keras").read_bytes() == b"not a .keras file"
     assert read_metrics(run_dir)["epochs_run"] == 3
 
 

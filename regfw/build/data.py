@@ -94,6 +94,9 @@ def _checked(x: np.ndarray, y: np.ndarray, cfg: DictConfig) -> tuple[np.ndarray,
     if cfg.num_classes and (y.min() < 0 or y.max() >= cfg.num_classes):
         allowed = f"the labels range over {y.min():g}..{y.max():g}"
         raise ConfigError("data.num_classes", cfg.num_classes, allowed)
+    if cfg.num_classes and len(np.unique(y)) < 2:
+        allowed = f"every label is {y[0]:g}: a classifier needs at least two classes in the data"
+        raise ConfigError(key, value, allowed)
     return x, y
 
 

@@ -107,7 +107,17 @@ def _keras_dataset(cfg: DictConfig) -> Arrays:
     if cfg.path is None:
         import keras
 
-        (x, y), validation = getattr(keras.datasets, cfg.name).load_data()
+        try:
+            (x, y), validation = getattr(keras.datasets, cfg.name).load_data()
+        except Exception as error:  # urllib's errors, or Keras's own wrapping of them
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ConfigError(
+                "data.path",
+                None,
+                f"keras.datasets.{cfg.name}.load_data() could not download the data ({reason}); "
+                f"without network, copy {cfg.name}'s .npz (arrays x_train, y_train, x_test, "
+                f"y_test) here and set data.path=<file>.npz",
+            ) from None
         return Arrays(x, y, validation)
     x, y, x_test, y_test = read_npz(cfg.path, ("x_train", "y_train", "x_test", "y_test"))
     return Arrays(x, y, (x_test, y_test))
@@ -130,6 +140,8 @@ def read_npz(path: str, keys: tuple[str, ...]) -> list[np.ndarray]:
     Raises:
         ConfigError: If the file cannot be read or lacks one of the arrays (key `data.path`).
     """
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise ConfigError("data.path", path, "is not a .npz file (a .npz is a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             found = list(npz.files)
@@ -156,7 +168,12 @@ def read_csv(path: str, label_column: str) -> Arrays:
             table = np.loadtxt(f, delimiter=",", ndmin=2, dtype=np.float64)
     except (OSError, ValueError) as error:
         raise ConfigError("data.path", path, f"cannot read it as a numeric .csv: {error}") from None
-    if table.size == 0 or table.shape[1] != len(header):
+    if not header:
+        raise ConfigError("data.path", path, "the file is empty; expected a header row and rows")
+    if table.size == 0:
+        allowed = "the file has a header row but no data rows; expected rows of numbers"
+        raise ConfigError("data.path", path, allowed)
+    if table.shape[1] != len(header):
         allowed = (
             f"expected a header row and rows of {len(header)} numbers; found {len(table)} rows "
             f"of {table.shape[1]}"

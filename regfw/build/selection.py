@@ -6,8 +6,10 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
+from regfw.errors import UserError
 
-class SelectionError(ValueError):
+
+class SelectionError(UserError, ValueError):
     """A penalty term matched no weight; the message lists the model's variable paths."""
 
 

@@ -7,32 +7,19 @@ Every message reads `<key>=<value>: <what is allowed>`, e.g.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from regfw.errors import ConfigError
 from regfw.registry import did_you_mean
 
-
-class ConfigError(ValueError):
-    """A config value that is not allowed.
-
-    Args:
-        key: The dotted config path, e.g. `penalty.scale`.
-        value: The value given.
-        allowed: What is allowed instead, e.g. `expected a finite number >= 0`.
-    """
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        self.key, self.value, self.allowed = key, value, " ".join(str(allowed).split())
-        super().__init__(f"{key}={_show(value)}: {self.allowed}")
+__all__ = ["ConfigError", "choice", "flag", "int_list", "is_number", "number", "string_list"]
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, (DictConfig, Mapping, Sequence)) and not isinstance(value, str):
-        value = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
-    return repr(value) if isinstance(value, str) else str(value)
+FLOAT32_MAX = 3.4028234663852886e38  # numbers reach the model as float32
+SEED_MAX = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
 
 def is_number(value: Any) -> bool:
@@ -58,11 +45,15 @@ def number(
     kind = "an integer" if integer else "a finite number"
     bounds = []
     if low is not None:
-        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        bounds.append(f"{'>' if low_open else '>='} {_bound(low)}")
     if high is not None:
-        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        bounds.append(f"{'<' if high_open else '<='} {_bound(high)}")
     allowed = f"expected {kind}" + (f" {' and '.join(bounds)}" if bounds else "")
     ok = is_number(value) and (not integer or isinstance(value, int)) and math.isfinite(value)
+    if ok and not integer and abs(value) > FLOAT32_MAX:  # it would overflow in the model
+        raise ConfigError(
+            key, value, f"{allowed}, within float32's range (|x| <= {FLOAT32_MAX:.3g})"
+        )
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -72,13 +63,17 @@ def number(
     return value
 
 
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
     """Checks that `value` is one of `allowed`, with a did-you-mean for near misses."""
     if value not in allowed:
         raise ConfigError(
             key,
             value,
-            f"expected one of {', '.join(map(str, allowed))}.{did_you_mean(str(value), allowed)}",
+            f"expected one of {', '.join(map(str, allowed))}.{did_you_mean(value, allowed)}",
         )
     return value
 

@@ -24,18 +24,25 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False
+) -> DictConfig:
     """Composes the config as `python train.py <overrides>` would, from any working directory.
 
     Args:
         overrides: Command-line style overrides, e.g. `["penalty=l1", "penalty.scale=1e-3"]`.
         config_name: The primary config file in `conf/`.
+        return_hydra_config: Keep Hydra's own `hydra` node (run and sweep folders, launcher).
 
     Returns:
-        The composed config, with Hydra's own `hydra` node removed.
+        The composed config.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(
+            config_name=config_name,
+            overrides=list(overrides),
+            return_hydra_config=return_hydra_config,
+        )

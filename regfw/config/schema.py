@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.config.checks import (
+    SEED_MAX,
     ConfigError,
     choice,
     flag,
@@ -23,6 +24,7 @@ from regfw.config.checks import (
 )
 from regfw.config.terms import validate_terms
 
+REQUIRED_GROUPS = ("model", "data", "penalty", "optimizer", "trainer")
 MODELS = ("mlp", "cnn", "rnn", "application")
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = ("synthetic", "breast_cancer", "digits", "adding", *KERAS_DATASETS, "file")
@@ -58,6 +60,12 @@ def validate(cfg: DictConfig) -> None:
     Raises:
         ConfigError: For the first value that is not allowed.
     """
+    for group in REQUIRED_GROUPS:
+        if not OmegaConf.is_dict(cfg.get(group)):
+            raise ConfigError(
+                group, cfg.get(group), f"every run needs the {group} group; choose an option "
+                f"({group}=<option>){' or penalty=none' if group == 'penalty' else ''}",
+            )  # fmt: skip
     _validate_data(cfg.data)
     _validate_model(cfg.model, cfg.data)
     validate_terms(cfg)
@@ -76,9 +84,9 @@ def _validate_data(data: DictConfig) -> None:
     if "validation_split" in data:
         number("data.validation_split", data.validation_split, low=0, high=1, low_open=True,
                high_open=True)  # fmt: skip
-    for key, low in (("n_samples", 10), ("seed", 0), ("timesteps", 2)):
+    for key, low, high in (("n_samples", 10, None), ("seed", 0, SEED_MAX), ("timesteps", 2, None)):
         if key in data:
-            number(f"data.{key}", data[key], low=low, integer=True)
+            number(f"data.{key}", data[key], low=low, high=high, integer=True)
     if data.get("limit") is not None:
         number("data.limit", data.limit, low=1, integer=True)
     if data.name == "file" or data.get("path") is not None:
@@ -170,7 +178,7 @@ def _validate_optimizer(optimizer: DictConfig) -> None:
 def _validate_trainer(trainer: DictConfig, num_classes: int) -> None:
     number("trainer.epochs", trainer.epochs, low=1, integer=True)
     number("trainer.batch_size", trainer.batch_size, low=1, integer=True)
-    number("trainer.seed", trainer.seed, low=0, integer=True)
+    number("trainer.seed", trainer.seed, low=0, high=SEED_MAX, integer=True)
     number("trainer.checkpoint_every", trainer.checkpoint_every, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
     for key in ("histograms", "diagnostics", "resume", "deterministic", "jit_compile"):

@@ -18,7 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.runs import atomic
+from regfw.errors import OutputError, RegfwError, RunFolderError, full_error
+from regfw.runs import atomic, folder
 
 log = logging.getLogger(__name__)
 EXIT_JOB_FAILED = 1
@@ -32,20 +33,17 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_recorded(
-    cfg: DictConfig,
-    train: Callable[[], float],
-    user_errors: tuple[type[Exception], ...] = (),
-) -> float:
-    """Runs one job of a sweep; an exception is logged and written to `metrics.json`.
+def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
+    """Runs one job of a sweep; a failure is logged and recorded in the job's folder.
 
     Hydra stops a sweep at the first job that raises; a job that catches its error lets the others
-    run, and the callback reports it at the end.
+    run, and the callback reports it at the end. A failed job's folder gets its config and a
+    `metrics.json` with `status: failed` and the reason, except when the folder itself was the
+    problem (`RunFolderError`: it is left as it was).
 
     Args:
         cfg: The job's config.
         train: Trains and returns the objective.
-        user_errors: Exceptions that are the user's mistake: logged in one line, no traceback.
 
     Returns:
         The objective, or NaN when the job failed (Optuna records the trial as failed).
@@ -54,22 +52,29 @@ def run_recorded(
 
     try:
         return train()
+    except RunFolderError as error:
+        log.error("job not run; the sweep goes on: %s", error)
+        return math.nan
     except Exception as error:
-        if isinstance(error, user_errors):
+        if full_error():
+            log.exception("job failed; the sweep goes on")
+        elif isinstance(error, RegfwError):
             log.error("job failed; the sweep goes on: %s", error)
         else:
-            log.exception("job failed; the sweep goes on")
+            log.error("job failed; the sweep goes on: internal error: %s: %s (HYDRA_FULL_ERROR=1 "
+                      "shows the traceback)", type(error).__name__, error)  # fmt: skip
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(
-            run_dir / "metrics.json",
-            {
-                "status": "failed",
-                "error": f"{type(error).__name__}: {error}",
-                "output_dir": str(run_dir),
-                "objective": {"name": OmegaConf.select(cfg, "trainer.monitor"), "value": None},
-            },
-        )
+        metrics = {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "output_dir": str(run_dir),
+            "objective": {"name": OmegaConf.select(cfg, "trainer.monitor"), "value": None},
+        }
+        try:
+            folder.record(run_dir, cfg)
+            atomic.write_json(run_dir / folder.METRICS, metrics)
+        except OutputError as write_error:
+            log.error("could not record the failure: %s", write_error)
         return math.nan
 
 

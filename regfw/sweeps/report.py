@@ -48,29 +48,52 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
-    """Returns the summary row of one job folder (status `failed` when it left no metrics)."""
-    hydra_dir = job_dir / ".hydra"
-    overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-    cfg = OmegaConf.load(hydra_dir / "config.yaml")
-    hydra_yaml = hydra_dir / "hydra.yaml"
-    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() else None
-    shown = [o for o in overrides if not o.startswith("hydra.")]
-    row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)), "overrides": " ".join(shown)}
-    row.update(hparams.run_values(cfg, overrides, choices))
+    """Returns the summary row of one job folder.
+
+    A job that left no `metrics.json`, or whose record or metrics cannot be read, is a `failed`
+    row with the reason: one bad job folder never stops the report.
+    """
+    row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)), "overrides": ""}
+    try:
+        overrides, values = _job_record(job_dir / ".hydra")
+    except Exception as error:
+        return {**row, "status": "failed", "error": f"unreadable .hydra record: {_reason(error)}"}
+    row["overrides"] = " ".join(o for o in overrides if not o.startswith("hydra."))
+    row.update(values)
     metrics_file = job_dir / "metrics.json"
     if not metrics_file.is_file():
         return {**row, "status": "failed", "error": "no metrics.json: the job did not finish"}
-    metrics = json.loads(metrics_file.read_text())
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError(f"expected a JSON object, got {type(metrics).__name__}")
+    except (OSError, ValueError) as error:
+        return {**row, "status": "failed", "error": f"unreadable metrics.json: {_reason(error)}"}
     row["status"] = STATUS.get(metrics.get("status"), str(metrics.get("status")))
     row["error"] = metrics.get("error", "")
     row["epochs_run"] = metrics.get("epochs_run")
     row["wall_time_s"] = metrics.get("wall_time_s")
     row["rss_mb"] = metrics.get("rss_mb")
     for section in ("train", "validation", "penalty"):
-        row.update({f"{section}/{k}": v for k, v in metrics.get(section, {}).items()})
-    diagnostics = metrics.get("diagnostics", {})
+        row.update({f"{section}/{k}": v for k, v in (metrics.get(section) or {}).items()})
+    diagnostics = metrics.get("diagnostics") or {}
     row.update({f"diagnostics/{k}": v for k, v in diagnostics.items() if "/" not in k})
     return row
+
+
+def _job_record(hydra_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """A job's overrides and hyperparameter values, from its `.hydra` record."""
+    overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ValueError("overrides.yaml is not a list of overrides")
+    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    hydra_yaml = hydra_dir / "hydra.yaml"
+    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() else None
+    return overrides, hparams.run_values(cfg, overrides, choices)
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
 
 def searched_keys(sweep_dir: Path) -> list[str]:

@@ -1,16 +1,20 @@
 """Per-epoch training state in the run folder, written atomically, and resuming from it.
 
-`<run>/checkpoint/` holds `state.weights.h5` (model and optimizer variables) and `state.json`
-(epochs completed, the random-seed states of layers such as dropout). Both are written to a
-temporary file and renamed, weights first, so a crash leaves the previous complete checkpoint.
-The data order of an epoch depends only on `(trainer.seed, epoch)` (`regfw.training.pipeline`), so a
-resumed run sees the same batches as an uninterrupted one.
+`<run>/checkpoint/` holds `state.keras` (the model with its optimizer variables, as Keras saves it)
+and `state.json` (epochs completed, the random-seed states of layers such as dropout, the model's
+weight paths and shapes, and the last epoch's logs). Both are written to a temporary file and
+renamed, the model first, so a crash or a full disk leaves the previous complete checkpoint. (The
+`.keras` format writes its zip with Python's `zipfile`, which turns a full disk into a clean error;
+h5py writing a `.weights.h5` file to a full disk can crash the process.) The data order of an epoch
+depends only on `(trainer.seed, epoch)` (`regfw.training.pipeline`), so a resumed run sees the same
+batches as an uninterrupted one; the last epoch's logs let a run that was killed after its last
+checkpoint but before `metrics.json` finish with exactly the metrics it would have written.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
+import math
 import shutil
 import time
 from pathlib import Path
@@ -19,11 +23,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from regfw.errors import RunFolderError
 from regfw.runs import atomic
+from regfw.runs.folder import CHECKPOINT as FOLDER
 from regfw.training.divergence import DivergenceGuard
 
-FOLDER = "checkpoint"
-WEIGHTS = "state.weights.h5"
+WEIGHTS = "state.keras"
 STATE = "state.json"
 
 
@@ -31,6 +36,28 @@ def _seed_states(model: keras.Model) -> list[Any]:
     """The state variables of every random-seed generator in the model (dropout, noise...)."""
     names = {id(v) for v in model.weights}
     return [v for v in model.variables if id(v) not in names and "seed_generator" in v.path]
+
+
+def weight_shapes(model: keras.Model) -> list[list[Any]]:
+    """`[path, shape]` of every model weight: what a checkpoint must match to be loaded."""
+    return [[v.path, list(v.shape)] for v in model.weights]
+
+
+def _plain(value: Any) -> Any:
+    """A log value as JSON: a float, or None when it is not finite."""
+    number = float(ops.convert_to_numpy(value))
+    return number if math.isfinite(number) else None
+
+
+def save(model: keras.Model, path: Path) -> None:
+    """Saves the model as a `.keras` file (config, weights, optimizer state), atomically.
+
+    Raises:
+        regfw.errors.OutputError: If the disk is full or the folder not writable (the previous
+            file is kept).
+    """
+    with atomic.replacing(path, suffix=".keras") as tmp:
+        model.save(tmp)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -53,30 +80,58 @@ class Checkpoint(keras.callbacks.Callback):
         if self.guard.reason or (epoch + 1) % self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{WEIGHTS}.{os.getpid()}.tmp.weights.h5"
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.folder / WEIGHTS)
-        seeds = [ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
-        atomic.write_json(
-            self.folder / STATE, {"epochs_completed": epoch + 1, "seed_states": seeds}
-        )
+        save(self.model, self.folder / WEIGHTS)
+        state = {
+            "epochs_completed": epoch + 1,
+            "seed_states": [ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)],
+            "weights": weight_shapes(self.model),
+            "logs": {k: _plain(v) for k, v in (logs or {}).items()},
+        }
+        atomic.write_json(self.folder / STATE, state)
 
 
-def restore(model: keras.Model, run_dir: Path) -> tuple[int, str]:
+def _architecture_change(saved: list[list[Any]], model: keras.Model) -> str | None:
+    """Says how the checkpoint's weights differ from the model's, or None if they match."""
+    old = {path: tuple(shape) for path, shape in saved}
+    new = {path: tuple(shape) for path, shape in weight_shapes(model)}
+    if old == new:
+        return None
+    changes = [
+        f"{path} {old.get(path, 'absent')} -> {new.get(path, 'absent')}"
+        for path in sorted(set(old) | set(new))
+        if old.get(path) != new.get(path)
+    ]
+    shown = "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "")
+    return f"the checkpoint was saved by a different model (weight, checkpoint -> model: {shown})"
+
+
+def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
     """Loads the last checkpoint of `run_dir` into a compiled model.
 
     A checkpoint that cannot be read is moved aside (`checkpoint.corrupt-<time>`), never deleted,
     and the run starts from scratch.
 
+    Args:
+        model: The compiled model.
+        run_dir: The run folder.
+        where: How to name the folder in messages (`hydra.run.dir=outputs/x`).
+
     Returns:
         The number of epochs already completed (0 to start fresh) and a one-line message saying
         what happened.
+
+    Raises:
+        RunFolderError: If the checkpoint holds another architecture's weights.
     """
+    import json
+
     folder = Path(run_dir) / FOLDER
     if not (folder / STATE).is_file():
         return 0, f"no checkpoint in {folder}; starting from scratch"
     try:
         state = json.loads((folder / STATE).read_text())
+        if "weights" in state and (change := _architecture_change(state["weights"], model)):
+            raise RunFolderError(f"{where}: cannot resume: {change}")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(folder / WEIGHTS)
@@ -84,6 +139,8 @@ def restore(model: keras.Model, run_dir: Path) -> tuple[int, str]:
         for variable, value in zip(seed_states, state["seed_states"], strict=True):
             variable.assign(value)
         epochs = int(state["epochs_completed"])
+    except RunFolderError:
+        raise
     except Exception as error:
         aside = folder.with_name(f"{FOLDER}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(folder, aside)
@@ -96,5 +153,12 @@ def restore(model: keras.Model, run_dir: Path) -> tuple[int, str]:
 
 
 def remove(run_dir: Path) -> None:
-    """Deletes the checkpoint of a completed run (its final state is in model.keras)."""
-    shutil.rmtree(Path(run_dir) / FOLDER, ignore_errors=True)
+    """Deletes the checkpoint files regfw wrote (a completed run's state is in model.keras).
+
+    Only `state.keras` and `state.json` go; the folder goes only if nothing else is in it.
+    """
+    folder = Path(run_dir) / FOLDER
+    for name in (WEIGHTS, STATE):
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()

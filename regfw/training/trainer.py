@@ -6,7 +6,6 @@ Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event fi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from regfw.build import data, models, plugins
 from regfw.build.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.config.schema import validate
-from regfw.runs import atomic
+from regfw.runs import atomic, folder
 from regfw.training import checkpoints, distribute, memory, pipeline
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
@@ -130,16 +129,6 @@ def _objective(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
     return {"name": monitor, "value": scope.get(monitor.removeprefix("val_"))}
 
 
-def _previous_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a completed run in `run_dir`, if there is one."""
-    path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if metrics.get("status") == "completed" else None
-
-
 def fit(
     cfg: DictConfig,
     model: keras.Model,
@@ -172,58 +161,102 @@ def fit(
     )
 
 
-def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    output_dir: str | Path | None = None,
+    *,
+    where: str | None = None,
+    new_folders: tuple[Path, ...] = (),
+) -> dict[str, Any]:
     """Trains the model `cfg` describes and writes the run's outputs.
 
-    With `trainer.resume=true` a completed run folder is left as it is, and an interrupted one
-    continues from its last checkpoint. Training stops at the first non-finite loss
-    (status `diverged`, with the reason; the last good checkpoint is kept).
+    The run folder must be new or empty; with `trainer.resume=true` it may hold an earlier run of
+    the same experiment, which is then skipped if it completed or continued from its last
+    checkpoint (`regfw.runs.folder`). Everything that can reject the run is checked before
+    anything is written. Training stops at the first non-finite loss (status `diverged`, with
+    the reason; the last good checkpoint is kept).
 
     Args:
         cfg: A composed config (see `regfw.compose`).
         output_dir: The run folder; by default Hydra's run folder or a new `outputs/<date>/<time>`.
+        where: How to name the run folder in messages (default `output_dir=<folder>`).
+        new_folders: Folders created for this run before it started (by Hydra), removed again if
+            the run is rejected while they are empty.
 
     Returns:
         The contents of `metrics.json`: status (`completed` or `diverged` with its `error`), final
         train and validation metrics, final penalty values and scales, epochs run, wall time,
         output folder and the objective (`trainer.monitor`).
+
+    Raises:
+        regfw.errors.UserError: For a config, data, plugin or run-folder mistake (nothing
+            written).
+        regfw.errors.OutputError: If an output cannot be written (the previous files are kept).
     """
     validate(cfg)
-    distribute.prepare(cfg.trainer)  # first: GPU settings and multi-worker set-up precede TF's use
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.resume and (previous := _previous_metrics(run_dir)):
-        log.info("%s already completed; nothing to do (trainer.resume=true)", run_dir)
-        return previous
-    if cfg.trainer.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.backend.clear_session(free_memory=True)
-    memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
-    keras.utils.set_random_seed(cfg.trainer.seed)
+    where = where or f"output_dir={run_dir}"
+    with folder.claim(run_dir, cfg, where, new_folders) as claimed:
+        plan = claimed.plan
+        if plan.action == "skip":
+            for note in plan.notes:
+                log.info(note)
+            return plan.previous
+        distribute.prepare(cfg.trainer)  # GPU settings and multi-worker set-up precede TF's use
+        if cfg.trainer.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.backend.clear_session(free_memory=True)
+        memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
+        keras.utils.set_random_seed(cfg.trainer.seed)
+        split = data.load(cfg.data, seed=cfg.trainer.seed)
+        model, terms = build(cfg)
+        initial_epoch, message = 0, None
+        if plan.action in ("resume", "finish"):
+            initial_epoch, message = checkpoints.restore(model, run_dir, where)
+        claimed.record(cfg)
+        for note in [*plan.notes, *([message] if message else [])]:
+            log.info(note)
+        return _fit_and_write(cfg, model, terms, split, run_dir, initial_epoch, plan)
 
-    split = data.load(cfg.data, seed=cfg.trainer.seed)
-    model, terms = build(cfg)
-    initial_epoch = 0
-    if cfg.trainer.resume:
-        initial_epoch, message = checkpoints.restore(model, run_dir)
-        log.info(message)
+
+def _fit_and_write(
+    cfg: DictConfig,
+    model: keras.Model,
+    terms: list[PenaltyTerm],
+    split: data.Split,
+    run_dir: Path,
+    initial_epoch: int,
+    plan: folder.Plan,
+) -> dict[str, Any]:
+    """Fits from `initial_epoch`, writes `model.keras` and `metrics.json`, drops the checkpoint.
+
+    When the checkpoint already holds every epoch (a run killed before its `metrics.json`), its
+    last epoch's logs give the final metrics, exactly as the uninterrupted run would have.
+    """
     guard = DivergenceGuard(terms)
     start = time.perf_counter()
-    history = fit(cfg, model, split, make_callbacks(cfg, run_dir, terms, guard), initial_epoch)
+    if initial_epoch >= cfg.trainer.epochs:  # killed after its last checkpoint: finish it
+        last_logs = (plan.checkpoint or {}).get("logs", {})
+        history = {k: [math.nan if v is None else v] for k, v in last_logs.items()}
+        epochs_run = initial_epoch
+    else:
+        callbacks = make_callbacks(cfg, run_dir, terms, guard)
+        fitted = fit(cfg, model, split, callbacks, initial_epoch)
+        history, epochs_run = fitted.history, initial_epoch + len(fitted.epoch)
     metrics = {
         "status": "diverged" if guard.reason else "completed",
-        "epochs_run": initial_epoch + len(history.epoch),
+        "epochs_run": epochs_run,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "rss_mb": memory.resident_memory_mb(),  # at the end of the run: growth over a sweep
         "output_dir": str(run_dir),
-        **_final_metrics(history.history),
+        **_final_metrics(history),
     }
     if guard.reason:
         metrics["error"] = guard.reason
     else:
-        model.save(run_dir / "model.keras")
+        checkpoints.save(model, run_dir / folder.MODEL)
     metrics["objective"] = _objective(cfg, metrics)
-    atomic.write_json(run_dir / "metrics.json", metrics)
+    atomic.write_json(run_dir / folder.METRICS, metrics)
     if not guard.reason:
-        checkpoints.remove(run_dir)
+        checkpoints.remove(run_dir)  # only now: model.keras and metrics.json are on disk
     return metrics
