@@ -61,6 +61,51 @@ def implementations() -> dict[str, Callable[[Any], Any]]:
     }
 
 
+def offdiag_shortcut(w: Any) -> Any:
+    """`||W W^T||_F^2 - sum_j ||W[:, j]||^4`: the small-Gram form regfw does not use."""
+    from keras import ops
+
+    m = ops.reshape(w, (-1, w.shape[-1]))
+    small = ops.matmul(m, ops.transpose(m))
+    return ops.sum(ops.square(small)) - ops.sum(ops.square(ops.sum(ops.square(m), axis=0)))
+
+
+def offdiag_rows(quick: bool, repeats: int) -> list[Row]:
+    """orthogonal_offdiag on the full Gram matrix vs the small-Gram shortcut: time, and error.
+
+    The error is the shortcut's, in float32, on a wide W with nearly orthogonal rows (where
+    training drives it), against float64 NumPy.
+    """
+    import keras
+
+    from regfw import penalties
+
+    shape = (16, 64) if quick else WIDE
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(shape[1], shape[0])))
+    w = (q.T * 10.0 + 1e-3 * rng.normal(size=shape)).astype(np.float32)
+    m = w.astype(np.float64)
+    gram = m.T @ m
+    exact = float(np.sum((gram * (1 - np.eye(len(gram)))) ** 2))
+    shortcut_error = abs(float(offdiag_shortcut(keras.ops.convert_to_tensor(w))) - exact) / exact
+    full = penalties.get("orthogonal_offdiag", scale=1.0)
+    full_error = abs(float(full(keras.ops.convert_to_tensor(w))) - exact) / exact
+    variable = keras.Variable(w)
+    calls = 3 if quick else 20
+    steps = {"full": _compiled(full, variable), "shortcut": _compiled(offdiag_shortcut, variable)}
+    times = interleaved(
+        {name: partial(_seconds_per_call, step, calls) for name, step in steps.items()}, repeats
+    )
+    note = (
+        f"float32 relative error on nearly orthogonal rows: full Gram {full_error:.1e}, "
+        f"shortcut {shortcut_error:.1e}"
+    )
+    return [
+        Row("orthogonality", f"orthogonal_offdiag {shape} (wide)", "full (n, n) Gram (regfw)",
+            "small-Gram shortcut", times["full"], times["shortcut"], "s/call", note=note)
+    ]  # fmt: skip
+
+
 def check_values(shape: tuple[int, ...], rng: np.random.Generator) -> float:
     """Returns the relative difference of regfw's value from the article's (in float64).
 
@@ -116,4 +161,4 @@ def run(quick: bool, repeats: int) -> list[Row]:
                 note="a different penalty (mean |cos| of rows); timing only",
             ),
         ]
-    return rows
+    return rows + offdiag_rows(quick, repeats)

@@ -23,7 +23,9 @@ from typing import Any
 
 from benchmarks.timing import REPO, Row
 
-BENCHMARKS = ("overhead", "orthogonality", "startup", "sweeps", "xla", "diagnostics")
+BENCHMARKS = (
+    "overhead", "orthogonality", "startup", "sweeps", "xla", "diagnostics", "power_iteration",
+)  # fmt: skip
 PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "scikit-learn")
 
 

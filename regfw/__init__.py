@@ -5,6 +5,7 @@ The Python API (usable from a notebook):
     cfg = regfw.compose(["penalty=orthogonal", "penalty.scale=1e-4"])
     model = regfw.build_model(cfg)      # compiled keras.Model, penalties attached
     metrics = regfw.train(cfg)          # fits, writes outputs, returns final metrics
+    model = regfw.load_model(metrics["output_dir"])  # compiled again, penalties attached
     regfw.penalties.get("l1", alpha=0.1, scale=1e-3)
 
 Importing `regfw` does not import TensorFlow; `build_model`, `train` and `regfw.penalties` do.
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import keras
     from omegaconf import DictConfig
 
-__all__ = ["build_model", "compose", "penalties", "train"]
+__all__ = ["build_model", "compose", "load_model", "penalties", "train"]
 __version__ = "0.1.0"
 
 
@@ -38,6 +39,17 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     from regfw.training.trainer import train as _train
 
     return _train(cfg, output_dir)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """The model a run saved, with its penalties, constraints, metrics and optimizer settings.
+
+    Args:
+        path: A run folder, or the `model.keras` in one (see `regfw.training.trainer.load_model`).
+    """
+    from regfw.training.trainer import load_model as _load_model
+
+    return _load_model(path)
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,7 @@ def explain(cfg: DictConfig) -> str:
     total = sum(int(v.numpy().size) for v in weights)
     lines = [f"model {cfg.model.name}: {len(weights)} trainable weights, {total:,} parameters"]
     for term in terms:
-        values = [float(ops.convert_to_numpy(term.penalty(v))) for v in term.variables]
+        values = [float(ops.convert_to_numpy(term.value_of(v))) for v in term.variables]
         count = sum(int(v.numpy().size) for v in term.variables)
         schedule = (term.schedule or {}).get("name", "constant")
         lines.append(
@@ -47,6 +47,7 @@ def explain(cfg: DictConfig) -> str:
             _row(v.path, v.shape, int(v.numpy().size), f"{value:.6g}")
             for v, value in zip(term.variables, values, strict=True)
         ]
+        lines += [f"  left out: {entry}" for entry in term.skipped]
     for name, _, spec in term_specs(cfg, "constraint"):
         selection = (spec.get("include"), spec.get("exclude", ()), spec.get("min_ndim", 0))
         chosen = [v for v in weights if matches(v, *selection)]

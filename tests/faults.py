@@ -2,8 +2,8 @@
 
     python tests/faults.py <fault> train.py <overrides...>
 
-<fault> is `before:<suffix>` (SIGKILL just before the first atomic write of a file whose path
-ends with <suffix>) or `after:<suffix>:<n>` (SIGKILL just after the n-th such write). A kill at an
+<fault> is `before:<suffix>[:<n>]` (SIGKILL just before the n-th atomic write, default the first,
+of a file whose path ends with <suffix>) or `after:<suffix>[:<n>]` (just after it). A kill at an
 exact point replaces polling a running process, which races with the writes it waits for.
 """
 
@@ -27,13 +27,12 @@ def main() -> None:
     def write_text(path: str | os.PathLike, text: str) -> None:
         nonlocal seen
         matched = str(path).endswith(suffix)
-        if matched and when == "before":
+        seen += matched
+        if matched and seen == limit and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         real(path, text)
-        if matched:
-            seen += 1
-            if when == "after" and seen == limit:
-                os.kill(os.getpid(), signal.SIGKILL)
+        if matched and seen == limit and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
 
     atomic.write_text = write_text
     sys.argv = [script, *overrides]

@@ -87,6 +87,7 @@ MALFORMED = [
     (["+constraint@constraints.c=clip", "constraints.c.lower=2"], ["lower <= upper"]),
     (["+penalty@penalties.a=l1", "+penalty@penalties.a=l2"], ["Multiple values for"]),
     (["+penalty@penalties.orthogonal=l1"], ["penalties.orthogonal", "taken by penalty"]),
+    (["+penalty@penalties.total=l1"], ["penalties.total", "'total' is reserved"]),
     (["hydra/launcher=nope"], ["hydra/launcher=nope", "no such option in group 'hydra/launcher'"]),
     (["~penalty"], ["penalty=null", "every run needs the penalty group", "penalty=none"]),
     (["penalty.scale=["], ["cannot parse the command line"]),

@@ -16,7 +16,17 @@ import tensorflow as tf
 
 from regfw import penalties
 from regfw.registry import UnknownNameError
-from tests.penalty_helpers import away_from, dtype_of, numeric_gradient, stable_seed, to_numpy
+from tests.penalty_helpers import (
+    NP_REF,
+    away_from,
+    dtype_of,
+    np_clip,
+    np_l2,
+    np_orthogonal,
+    numeric_gradient,
+    stable_seed,
+    to_numpy,
+)
 
 BUILTIN = ("clip", "l1", "l2", "orthogonal")
 
@@ -43,30 +53,6 @@ SHAPE_IDS = ["tall", "wide", "square", "conv4d"]
 # --------------------------------------------------------------------------------------------
 # Independent numpy references (float64).
 # --------------------------------------------------------------------------------------------
-
-
-def np_clip(w, lower=-1.0, upper=1.0):
-    w = np.asarray(w, dtype=np.float64)
-    return float(np.sum((w - np.clip(w, lower, upper)) ** 2))
-
-
-def np_l1(w, alpha=0.1):
-    return float(alpha * np.sum(np.abs(np.asarray(w, dtype=np.float64))))
-
-
-def np_l2(w):
-    return float(np.sum(np.asarray(w, dtype=np.float64) ** 2))
-
-
-def np_orthogonal(w):
-    w = np.asarray(w, dtype=np.float64)
-    m = w.reshape(-1, w.shape[-1])
-    # Direct n x n Gram matrix, whatever the aspect ratio (no small-Gram identity here).
-    gram = m.T @ m
-    return float(np.sum((gram - np.eye(m.shape[1])) ** 2))
-
-
-NP_REF = {"clip": np_clip, "l1": np_l1, "l2": np_l2, "orthogonal": np_orthogonal}
 
 
 def reference(name, w, scale, params):

@@ -149,9 +149,10 @@ def test_class_weight_does_not_multiply_the_penalty():
     assert p > 0.5 * plain["loss"]
     np.testing.assert_allclose(plain["loss"], data_loss + p, rtol=1e-5)
     np.testing.assert_allclose(weighted["loss"] - p, 3 * (plain["loss"] - p), rtol=1e-5)
-    # regfw's data_loss metric is the loss without the penalty (a weighted mean: 3/3 cancels).
+    # regfw's data_loss metric is the loss without the penalty, weighted as the loss is.
     np.testing.assert_allclose(plain["data_loss"], plain["loss"] - p, rtol=1e-5)
-    np.testing.assert_allclose(weighted["data_loss"], plain["data_loss"], rtol=1e-5)
+    np.testing.assert_allclose(weighted["data_loss"], weighted["loss"] - p, rtol=1e-5)
+    np.testing.assert_allclose(weighted["data_loss"], 3 * plain["data_loss"], rtol=1e-5)
 
     # The article's closure: class_weight triples the penalty along with the data loss.
     twin = unpenalized_twin(model, ["penalty=none", "data=synthetic"])

@@ -97,13 +97,13 @@ def test_corrupted_checkpoint_is_reported_kept_aside_and_the_run_starts_fresh(tm
     args = [*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
     killed = run_with_fault("after:checkpoint/state.json:1", *args, cwd=tmp_path)
     assert killed.returncode == -9
-    (run_dir / "checkpoint" / "state.keras").write_bytes(b"not a .keras file")
+    (run_dir / "checkpoint" / "epoch-00001.keras").write_bytes(b"not a .keras file")
     result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "is unreadable" in output and "starting fresh" in output and "Traceback" not in output
     (aside,) = run_dir.glob("checkpoint.corrupt-*")
-    assert (aside / "state.keras").read_bytes() == b"not a .keras file"
+    assert (aside / "epoch-00001.keras").read_bytes() == b"not a .keras file"
     assert read_metrics(run_dir)["epochs_run"] == 3
 
 

@@ -153,7 +153,7 @@ def test_kill_before_metrics_then_resume_finishes_with_the_uninterrupted_numbers
     assert "trainer.epochs=2, but the run there already completed 3 epochs" in one_error_line(
         too_few
     )
-    assert (run_dir / "checkpoint" / "state.keras").is_file()
+    assert (run_dir / "checkpoint" / "epoch-00003.keras").is_file()
 
     resumed = run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -165,6 +165,24 @@ def test_kill_before_metrics_then_resume_finishes_with_the_uninterrupted_numbers
     # Only regfw's checkpoint files went; the user's file (and so the folder) stayed.
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == ["notes.txt"]
     assert not (run_dir / ".regfw.lock").exists()
+
+
+def test_a_kill_between_a_checkpoints_two_files_resumes_from_the_older_pair(completed, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
+    # Killed after epoch 2's model file, before the state.json that names it.
+    assert run_with_fault("before:checkpoint/state.json:2", *args, cwd=tmp_path).returncode == -9
+    checkpoint = run_dir / "checkpoint"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert (state["epochs_completed"], state["weights_file"]) == (1, "epoch-00001.keras")
+    assert (checkpoint / "epoch-00002.keras").is_file()
+    (checkpoint / ".epoch-00002.keras.12345.tmp.keras").write_bytes(b"a killed write")
+    resumed = run_train(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "after epoch 1" in resumed.stdout
+    for section in ("train", "validation", "penalty"):
+        assert read_metrics(run_dir)[section] == read_metrics(completed)[section], section
+    assert not checkpoint.exists()  # every file in it was regfw's, temporaries included
 
 
 def test_a_checkpoint_of_another_architecture_says_what_differs(tmp_path):
@@ -179,7 +197,7 @@ def test_a_checkpoint_of_another_architecture_says_what_differs(tmp_path):
     line = one_error_line(result)
     assert "cannot resume: the checkpoint was saved by a different model" in line
     assert "dense/kernel (10, 8) -> (10, 16)" in line
-    assert (run_dir / "checkpoint" / "state.keras").is_file()  # not "unreadable", not moved
+    assert (run_dir / "checkpoint" / "epoch-00001.keras").is_file()  # not "unreadable", not moved
 
 
 def test_a_dead_runs_lock_is_taken_over_with_a_message(run_copy, tmp_path):
@@ -277,7 +295,7 @@ def test_a_file_size_limit_is_one_line_and_keeps_no_temporaries(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    for name, extra in (("state.keras", []), ("model.keras", ["trainer.checkpoint_every=0"])):
+    for name, extra in (("epoch-00001.keras", []), ("model.keras", ["trainer.checkpoint_every=0"])):
         run_dir = tmp_path / name
         result = subprocess.run(
             [sys.executable, str(REPO / "train.py"), *SMALL, *extra, f"hydra.run.dir={run_dir}"],

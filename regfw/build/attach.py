@@ -5,6 +5,12 @@ A penalty term is a registry-built penalty plus the weights its selectors match.
 by `sample_weight` or `class_weight`, not repeated per output, scaled per replica under
 tf.distribute. Two terms on one weight are summed (`penalties.Combined`). A constraint term sets
 `variable.constraint`, which the optimizer applies after every step.
+
+A weight on which a penalty is undefined (Keras's orthogonal regularizer on a one-column kernel)
+is left out of the term, with the reason, rather than adding NaN to the loss. Power-iteration
+penalties (`spectral`, `srip`) get one persistent vector per weight, held as non-trainable
+weights of a `PenaltyState` layer tracked by the model: they are part of the training state
+(checkpoints, JAX's stateless steps) but not of any layer a plain Keras load would rebuild.
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
+import numpy as np
+from keras import ops
 from omegaconf import DictConfig
 
 from regfw import penalties
 from regfw.build import constraints
 from regfw.config.schema import SELECTION_KEYS, ConfigError
 from regfw.config.terms import term_specs
-from regfw.build.selection import select_weights
+from regfw.build.selection import SelectionError, select_weights
 
 NOT_PARAMS = ("name", "schedule", *SELECTION_KEYS)
 
@@ -33,6 +42,8 @@ class PenaltyTerm:
         variables: The weights it is attached to.
         base_scale: The configured scale (schedules multiply it).
         schedule: The term's `schedule` config, or None for a constant scale.
+        states: The persistent power-iteration vector of each weight (by path), if any.
+        skipped: The selected weights the penalty is undefined on, left out, with the reason.
     """
 
     name: str
@@ -40,6 +51,40 @@ class PenaltyTerm:
     variables: tuple[Any, ...]
     base_scale: float = 0.0
     schedule: dict[str, Any] | None = field(default=None)
+    states: dict[str, Any] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+
+    def value_of(self, variable: Any) -> Any:
+        """The term's scaled penalty on one of its weights, without changing any state."""
+        state = self.states.get(variable.path)
+        if state is None:
+            return self.penalty(variable)
+        return self.penalty.estimate(variable, state)
+
+
+class PenaltyState(keras.layers.Layer):
+    """Holds the persistent vectors of power-iteration penalties as non-trainable weights.
+
+    Tracked by the model as `model.penalty_state`, outside the layer graph: saved with the
+    model's weights (checkpoints restore them exactly) and ignored by a plain Keras load.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.built = True
+
+
+class StatefulRegularizer(keras.regularizers.Regularizer):
+    """A power-iteration penalty bound to the persistent vector of one weight."""
+
+    def __init__(self, penalty: Any, state: Any) -> None:
+        self.penalty, self.state = penalty, state
+
+    def __call__(self, w: Any) -> Any:
+        return self.penalty.step(w, self.state)
+
+    def get_config(self) -> dict[str, Any]:
+        return self.penalty.get_config()
 
 
 def _params(spec: dict[str, Any]) -> dict[str, Any]:
@@ -73,25 +118,62 @@ def attach_penalties(model: Any, cfg: DictConfig) -> list[PenaltyTerm]:
         The attached terms.
 
     Raises:
-        regfw.build.selection.SelectionError: If a term matches no weight.
+        regfw.build.selection.SelectionError: If a term matches no weight (or none it is
+            defined on).
         regfw.registry.UnknownNameError: If a penalty name is not registered.
     """
     terms = []
     for name, path, spec in term_specs(cfg, "penalty"):
         penalty = build_penalty(path, spec)
-        variables = select_weights(model, term=name, **_selection(spec))
+        selected = select_weights(model, term=name, **_selection(spec))
+        reasons = {v.path: penalty.unsupported(tuple(v.shape)) for v in selected}
+        skipped = tuple(f"{v.path} {tuple(v.shape)}: {reasons[v.path]}" for v in selected
+                        if reasons[v.path])  # fmt: skip
+        variables = [v for v in selected if not reasons[v.path]]
+        if not variables:
+            raise SelectionError(
+                f"penalty term '{name}' ({spec['name']}) is undefined on every weight it selects: "
+                + "; ".join(skipped)
+            )
+        states = {}
         for variable in variables:
-            previous = variable.regularizer
-            if previous is None:
-                variable.regularizer = penalty
-            elif isinstance(previous, penalties.Combined):
-                previous.parts.append(penalty)
-            else:
-                variable.regularizer = penalties.Combined([previous, penalty])
+            regularizer = penalty
+            if isinstance(penalty, penalties.PowerIterationPenalty):
+                states[variable.path] = _power_state(model, name, penalty, variable)
+                regularizer = StatefulRegularizer(penalty, states[variable.path])
+            _add_regularizer(variable, regularizer)
         terms.append(
-            PenaltyTerm(name, penalty, tuple(variables), penalty.scale, spec.get("schedule"))
+            PenaltyTerm(name, penalty, tuple(variables), penalty.scale, spec.get("schedule"),
+                        states, skipped)  # fmt: skip
         )
     return terms
+
+
+def _add_regularizer(variable: Any, regularizer: Any) -> None:
+    """Sets a weight's regularizer; a second term on the same weight is added to the first."""
+    previous = variable.regularizer
+    if previous is None:
+        variable.regularizer = regularizer
+    elif isinstance(previous, penalties.Combined):
+        previous.parts.append(regularizer)
+    else:
+        variable.regularizer = penalties.Combined([previous, regularizer])
+
+
+def _power_state(model: Any, term: str, penalty: Any, variable: Any) -> Any:
+    """Creates the persistent power-iteration vector of one weight, converged on its value."""
+    if not isinstance(getattr(model, "penalty_state", None), PenaltyState):
+        model.penalty_state = PenaltyState(name="penalty_state")
+    start = penalty.initial_state(ops.convert_to_numpy(variable))
+    state = model.penalty_state.add_weight(
+        shape=start.shape,
+        initializer="zeros",
+        trainable=False,
+        name=f"{term}.{variable.path.replace('/', '.')}",
+        aggregation="only_first_replica",  # every replica computes the same vector
+    )
+    state.assign(start.astype(np.float32))
+    return state
 
 
 def attach_constraints(model: Any, cfg: DictConfig) -> dict[str, list[Any]]:

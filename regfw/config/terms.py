@@ -20,6 +20,8 @@ PARAM_RULES: dict[str, dict[str, Any]] = {
     "upper": {},
 }
 CONSTRAINTS = ("clip", "max_norm", "unit_norm", "non_neg")
+# Term names that would collide with regfw's own log tags (`penalty/total`).
+RESERVED_TERM_NAMES = ("total",)
 
 
 def term_specs(cfg: DictConfig, kind: str = "penalty") -> list[tuple[str, str, dict[str, Any]]]:
@@ -67,6 +69,12 @@ def validate_terms(cfg: DictConfig) -> None:
                 raise ConfigError(
                     path, name, f"the term name is taken by penalty={name}; rename it"
                 )
+            if kind == "penalty" and name in RESERVED_TERM_NAMES:
+                key = f"{path}.name" if path == "penalty" else path
+                raise ConfigError(
+                    key, name, f"'{name}' is reserved (regfw logs penalty/{name}); name the "
+                    "term differently",
+                )  # fmt: skip
             _validate_term(path, spec, constraint=kind == "constraint")
 
 

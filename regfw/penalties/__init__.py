@@ -14,16 +14,20 @@ from regfw.penalties.base import (
     Penalty,
     available,
     check_iterations,
+    check_number,
     check_scale,
     get,
     register,
 )
+from regfw.penalties.catalogue import PowerIterationPenalty
 
 __all__ = [
     "Combined",
     "Penalty",
+    "PowerIterationPenalty",
     "available",
     "check_iterations",
+    "check_number",
     "check_scale",
     "get",
     "register",

@@ -6,7 +6,7 @@ from typing import Any
 
 from keras import ops
 
-from regfw.penalties.base import Penalty, register
+from regfw.penalties.base import Penalty, check_number, register
 from regfw.penalties.linalg import smaller_gram
 
 
@@ -18,7 +18,7 @@ class ClipDeviation(Penalty):
     """
 
     def __init__(self, scale: float = 0.01, lower: float = -1.0, upper: float = 1.0) -> None:
-        lower, upper = float(lower), float(upper)
+        lower, upper = check_number("lower", lower), check_number("upper", upper)
         if lower > upper:
             raise ValueError(f"clip needs lower <= upper, got lower={lower}, upper={upper}")
         super().__init__(scale, lower=lower, upper=upper)
@@ -36,7 +36,7 @@ class L1(Penalty):
     """
 
     def __init__(self, scale: float = 0.001, alpha: float = 0.1) -> None:
-        super().__init__(scale, alpha=float(alpha))
+        super().__init__(scale, alpha=check_number("alpha", alpha, low=0))
 
     def value(self, w: Any) -> Any:
         return self.params["alpha"] * ops.sum(ops.abs(w))

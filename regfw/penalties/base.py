@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from regfw.registry import Registry
@@ -16,28 +18,59 @@ _REGISTRY: Registry[type[Penalty]] = Registry("penalty")
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
+def _is_real(value: Any) -> bool:
+    """Any real number (Python's or NumPy's), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_number(name: str, value: Any, low: float | None = None, low_open: bool = False) -> float:
+    """Returns a penalty parameter as a float.
+
+    Raises:
+        ValueError: If it is not a finite real number (NumPy scalars are fine, bools are not)
+            above `low` (or at it, unless `low_open`).
+    """
+    bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+    if not _is_real(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
 def check_scale(scale: Any) -> float:
     """Returns `scale` as a float.
 
     Raises:
         ValueError: If `scale` is not a finite number >= 0.
     """
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
-    return float(scale)
+    return check_number("scale", scale, low=0)
 
 
 def check_iterations(iterations: Any) -> int:
     """Returns a power-iteration count as an int.
 
     Raises:
-        ValueError: If it is not an integer >= 1.
+        ValueError: If it is not an integer >= 1 (NumPy integers are fine, bools are not).
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    if not isinstance(iterations, numbers.Integral) or isinstance(iterations, (bool, np.bool_)):
         raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-    return iterations
+    if iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    return int(iterations)
+
+
+def scale_dtype() -> str:
+    """The dtype of penalty scales: float64, except on JAX without x64 (then float32).
+
+    JAX truncates float64 to float32 (with a warning) unless `jax_enable_x64` is set; a float32
+    scale is what every float32 weight's penalty is multiplied by anyway.
+    """
+    if keras.config.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
 
 
 class Penalty(keras.regularizers.Regularizer):
@@ -55,15 +88,14 @@ class Penalty(keras.regularizers.Regularizer):
 
     def __init__(self, scale: float = 1.0, **params: Any) -> None:
         self.params = params
-        self._scale_value = check_scale(scale)
         self._scale = keras.Variable(
-            self._scale_value, trainable=False, dtype="float64", name="penalty_scale"
+            check_scale(scale), trainable=False, dtype=scale_dtype(), name="penalty_scale"
         )
 
     @property
     def scale(self) -> float:
-        """The current scale, as it was given (a Python float, not rounded to float32)."""
-        return self._scale_value
+        """The current scale: the value of `scale_variable`, its one source of truth."""
+        return float(ops.convert_to_numpy(self._scale))
 
     @property
     def scale_variable(self) -> keras.Variable:
@@ -72,18 +104,23 @@ class Penalty(keras.regularizers.Regularizer):
 
     def set_scale(self, scale: float) -> None:
         """Sets the scale; takes effect at the next step, without retracing."""
-        self._scale_value = check_scale(scale)
-        self._scale.assign(self._scale_value)
+        self._scale.assign(check_scale(scale))
 
     def value(self, w: Any) -> Any:
         """Returns the unscaled penalty of one weight tensor."""
         raise NotImplementedError
 
+    def unsupported(self, shape: tuple[int, ...]) -> str | None:
+        """Why the penalty is undefined on a weight of `shape` (None: it is defined).
+
+        A term leaves such weights out (and says so) instead of adding NaN to the loss.
+        """
+        return None
+
     def __call__(self, w: Any) -> Any:
-        dtype = keras.backend.standardize_dtype(w.dtype)
-        if dtype in _LOW_PRECISION or not dtype.startswith("float"):
-            w = ops.cast(w, "float32")
-        value = self.value(w)
+        return self._scaled(self.value(as_float(w)))
+
+    def _scaled(self, value: Any) -> Any:
         return ops.cast(self._scale, value.dtype) * value
 
     def get_config(self) -> dict[str, Any]:
@@ -92,6 +129,14 @@ class Penalty(keras.regularizers.Regularizer):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def as_float(w: Any) -> Any:
+    """`w` as float32 if it is half precision (or not floating), else unchanged."""
+    dtype = keras.backend.standardize_dtype(w.dtype)
+    if dtype in _LOW_PRECISION or not dtype.startswith("float"):
+        return ops.cast(w, "float32")
+    return w
 
 
 def register(name: str) -> Callable[[Any], Any]:

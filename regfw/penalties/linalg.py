@@ -9,7 +9,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -44,26 +43,32 @@ def smaller_gram(w: Any) -> tuple[Any, int]:
     return ops.matmul(matrix, ops.transpose(matrix)), cols - rows
 
 
-def top_singular_vector(apply: Callable[[Any], Any], size: int, iterations: int, dtype: str) -> Any:
-    """Power iteration for the top eigenvector of a symmetric PSD operator, under stop-gradient.
+def start_block(size: int, width: int) -> np.ndarray:
+    """A fixed pseudo-random orthonormal (size, width) block: the start without a stored block."""
+    start = np.random.default_rng(0).standard_normal((size, width))
+    return np.linalg.qr(start)[0]
 
-    Starts from a fixed pseudo-random unit vector (same every call, no state) and normalizes
-    without a fixed epsilon, so small singular values keep full precision and a zero operator
-    gives a zero vector instead of NaN.
+
+def subspace_iterate(apply: Callable[[Any], Any], block: Any, iterations: int) -> Any:
+    """Block power iteration with a Rayleigh-Ritz step, under stop-gradient.
+
+    `iterations` times, the block becomes the orthonormal basis (QR) of the operator applied to
+    it; then it is rotated within its span onto the Ritz vectors of the operator, largest first,
+    so column 0 is the best estimate of the top eigenvector. Iterating a few vectors at once is
+    what makes a warm-started estimate follow the top eigenvector when the top eigenvalues are
+    close (one vector converges at `(lambda_2 / lambda_1)^k`, a block of `b` at
+    `(lambda_(b+1) / lambda_1)^k`, and the Ritz value is exact within the block). Where the
+    operator maps the block to zero (all-zero weights) the block is kept.
 
     Args:
-        apply: The operator, mapping a (size, 1) column to a (size, 1) column.
-        size: The operator's dimension.
-        iterations: Number of power iterations.
-        dtype: The computation dtype.
+        apply: The symmetric PSD operator, mapping a (size, b) block to a (size, b) block.
+        block: The (size, b) orthonormal start: the last step's block, or `start_block`.
+        iterations: Number of iterations before the Rayleigh-Ritz step.
     """
-    start = np.random.default_rng(0).standard_normal((size, 1))
-    vector = ops.convert_to_tensor(start / np.linalg.norm(start), dtype=dtype)
-    tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
     for _ in range(iterations):
-        vector = apply(vector)
-        # Scale-free normalization: divide by the largest entry first, so tiny singular values
-        # do not underflow; a zero vector stays zero.
-        vector = vector / ops.maximum(ops.max(ops.abs(vector)), tiny)
-        vector = vector / ops.maximum(ops.sqrt(ops.sum(ops.square(vector))), 1.0)
-    return ops.stop_gradient(vector)
+        product = apply(block)
+        basis, _ = ops.qr(product)
+        block = ops.where(ops.max(ops.abs(product)) > 0, basis, block)
+    ritz = ops.matmul(ops.transpose(block), apply(block))
+    _, vectors = ops.eigh((ritz + ops.transpose(ritz)) / 2)  # ascending eigenvalues
+    return ops.stop_gradient(ops.matmul(block, ops.flip(vectors, axis=1)))

@@ -34,7 +34,7 @@ def penalty_values(terms: list[PenaltyTerm]) -> dict[str, float]:
         terms: The model's penalty terms.
     """
     values = {
-        f"penalty/{t.name}": float(sum(ops.convert_to_numpy(t.penalty(v)) for v in t.variables))
+        f"penalty/{t.name}": float(sum(ops.convert_to_numpy(t.value_of(v)) for v in t.variables))
         for t in terms
     }
     values["penalty/total"] = float(sum(values.values()))

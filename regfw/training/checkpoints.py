@@ -1,19 +1,22 @@
 """Per-epoch training state in the run folder, written atomically, and resuming from it.
 
-`<run>/checkpoint/` holds `state.keras` (the model with its optimizer variables, as Keras saves it)
-and `state.json` (epochs completed, the random-seed states of layers such as dropout, the model's
-weight paths and shapes, and the last epoch's logs). Both are written to a temporary file and
-renamed, the model first, so a crash or a full disk leaves the previous complete checkpoint. (The
-`.keras` format writes its zip with Python's `zipfile`, which turns a full disk into a clean error;
-h5py writing a `.weights.h5` file to a full disk can crash the process.) The data order of an epoch
-depends only on `(trainer.seed, epoch)` (`regfw.training.pipeline`), so a resumed run sees the same
-batches as an uninterrupted one; the last epoch's logs let a run that was killed after its last
-checkpoint but before `metrics.json` finish with exactly the metrics it would have written.
+`<run>/checkpoint/` holds `epoch-<n>.keras` (the model with its optimizer variables, as Keras saves
+it) and `state.json`, which names that file and records the epochs completed, the random-seed
+states of layers such as dropout, the model's weight paths and shapes, and the last epoch's logs.
+Each is written to a temporary file and renamed: the new model file first, then `state.json`,
+then the old model file is deleted, so a crash or a full disk at any point leaves a `state.json`
+whose model file holds the same epoch. (The `.keras` format writes its zip with Python's
+`zipfile`, which turns a full disk into a clean error; h5py writing a `.weights.h5` file to a full
+disk can crash the process.) The data order of an epoch depends only on `(trainer.seed, epoch)`
+(`regfw.training.pipeline`), so a resumed run sees the same batches as an uninterrupted one; the
+last epoch's logs let a run that was killed after its last checkpoint but before `metrics.json`
+finish with exactly the metrics it would have written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import time
@@ -28,8 +31,12 @@ from regfw.runs import atomic
 from regfw.runs.folder import CHECKPOINT as FOLDER
 from regfw.training.divergence import DivergenceGuard
 
-WEIGHTS = "state.keras"
 STATE = "state.json"
+# The model of each checkpoint has its own file, named by epoch; `state.json` names the current
+# one. Writing the new model file, then `state.json`, then deleting the old file means a crash at
+# any point leaves a `state.json` whose model file exists and holds that same epoch.
+WEIGHTS_PATTERN = "epoch-{epoch:05d}.keras"
+OWN_FILES = ("epoch-*.keras", STATE, ".epoch-*.keras.*.tmp.keras", f".{STATE}.*.tmp")
 
 
 def _seed_states(model: keras.Model) -> list[Any]:
@@ -80,14 +87,27 @@ class Checkpoint(keras.callbacks.Callback):
         if self.guard.reason or (epoch + 1) % self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        save(self.model, self.folder / WEIGHTS)
+        weights = WEIGHTS_PATTERN.format(epoch=epoch + 1)
+        save(self.model, self.folder / weights)
+        previous = _read_state(self.folder)
         state = {
+            "weights_file": weights,
             "epochs_completed": epoch + 1,
             "seed_states": [ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)],
             "weights": weight_shapes(self.model),
             "logs": {k: _plain(v) for k, v in (logs or {}).items()},
         }
         atomic.write_json(self.folder / STATE, state)
+        old = (previous or {}).get("weights_file")
+        if old and old != weights:
+            (self.folder / old).unlink(missing_ok=True)
+
+
+def _read_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / STATE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _architecture_change(saved: list[list[Any]], model: keras.Model) -> str | None:
@@ -123,8 +143,6 @@ def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
     Raises:
         RunFolderError: If the checkpoint holds another architecture's weights.
     """
-    import json
-
     folder = Path(run_dir) / FOLDER
     if not (folder / STATE).is_file():
         return 0, f"no checkpoint in {folder}; starting from scratch"
@@ -134,7 +152,7 @@ def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
             raise RunFolderError(f"{where}: cannot resume: {change}")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(folder / WEIGHTS)
+        model.load_weights(folder / state["weights_file"])
         seed_states = _seed_states(model)
         for variable, value in zip(seed_states, state["seed_states"], strict=True):
             variable.assign(value)
@@ -155,10 +173,12 @@ def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
 def remove(run_dir: Path) -> None:
     """Deletes the checkpoint files regfw wrote (a completed run's state is in model.keras).
 
-    Only `state.keras` and `state.json` go; the folder goes only if nothing else is in it.
+    Only regfw's own files go (`state.json`, the `epoch-*.keras` model files and temporaries a
+    killed write left); the folder goes only if nothing else is in it.
     """
     folder = Path(run_dir) / FOLDER
-    for name in (WEIGHTS, STATE):
-        (folder / name).unlink(missing_ok=True)
+    for pattern in OWN_FILES:
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()

@@ -55,7 +55,7 @@ class DivergenceGuard(keras.callbacks.Callback):
                 v.path
                 for v in term.variables
                 if not np.all(np.isfinite(ops.convert_to_numpy(v)))
-                or not np.isfinite(ops.convert_to_numpy(term.penalty(v)))
+                or not np.isfinite(ops.convert_to_numpy(term.value_of(v)))
             ]
             if bad:
                 blamed.append(f"penalty term '{term.name}' on {', '.join(bad)}")

@@ -6,6 +6,7 @@ Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event fi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -20,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from regfw.build import data, models, plugins
 from regfw.build.attach import PenaltyTerm, attach_constraints, attach_penalties
 from regfw.config.schema import validate
+from regfw.errors import RunFolderError
 from regfw.runs import atomic, folder
 from regfw.training import checkpoints, distribute, memory, pipeline
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
+from regfw.training.metrics import keras_only_compile_config, loss_and_metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +49,6 @@ def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
     return optimizer
 
 
-def loss_and_metrics(num_classes: int) -> tuple[str, list[Any]]:
-    """Returns the data loss and the metrics: `data_loss` (the loss without penalties) and accuracy.
-
-    Regression (`num_classes` 0): mean squared error loss, and `mae` instead of accuracy.
-    """
-    if num_classes == 0:
-        return "mean_squared_error", [
-            keras.metrics.MeanSquaredError(name="data_loss"),
-            keras.metrics.MeanAbsoluteError(name="mae"),
-        ]
-    if num_classes == 2:
-        return "binary_crossentropy", [
-            keras.metrics.BinaryCrossentropy(name="data_loss"),
-            keras.metrics.BinaryAccuracy(name="accuracy"),
-        ]
-    return "sparse_categorical_crossentropy", [
-        keras.metrics.SparseCategoricalCrossentropy(name="data_loss"),
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-    ]
-
-
 def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
     """Builds the model for `cfg`, attaches its penalty terms and compiles it.
 
@@ -81,19 +63,52 @@ def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
         model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
         terms = attach_penalties(model, cfg)
         attach_constraints(model, cfg)
-        loss, metrics = loss_and_metrics(cfg.data.num_classes)
+        loss, metrics, weighted = loss_and_metrics(cfg.data.num_classes)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer),
             loss=loss,
             metrics=metrics,
+            weighted_metrics=weighted,
             jit_compile=cfg.trainer.jit_compile,
         )
+    # model.keras records only Keras's own objects, so plain Keras loads it (see metrics.py).
+    model.get_compile_config = functools.partial(keras_only_compile_config, model, weighted)
     return model, terms
 
 
 def build_model(cfg: DictConfig) -> keras.Model:
     """Returns the compiled Keras model for `cfg`, penalties attached (see `build`)."""
     return build(cfg)[0]
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """The model a run saved, compiled as the run trained it.
+
+    The run's config (`.hydra/config.yaml` beside `model.keras`) rebuilds the model with its
+    penalties, constraints, metrics (`data_loss`) and optimizer settings (AdamW's bias
+    exclusion), importing its plugins; then `model.keras` gives the weights, the optimizer state
+    and the power-iteration vectors. `evaluate` on it reproduces the run's `loss` and `data_loss`.
+
+    Args:
+        path: A run folder, or the `model.keras` in one.
+
+    Raises:
+        regfw.errors.RunFolderError: If there is no `model.keras` or no config beside it.
+    """
+    path = Path(path)
+    model_file = path / folder.MODEL if path.is_dir() else path
+    config_file = model_file.parent / folder.CONFIG
+    if not model_file.is_file() or not config_file.is_file():
+        raise RunFolderError(
+            f"{path}: expected a run folder (or its model.keras) with model.keras and "
+            f"{folder.CONFIG}; a model.keras on its own loads with keras.saving.load_model"
+        )
+    cfg = OmegaConf.load(config_file)
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    model, _ = build(cfg)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(model_file)
+    return model
 
 
 def default_output_dir() -> Path:
@@ -214,7 +229,10 @@ def train(
         if plan.action in ("resume", "finish"):
             initial_epoch, message = checkpoints.restore(model, run_dir, where)
         claimed.record(cfg)
-        for note in [*plan.notes, *([message] if message else [])]:
+        skipped = [
+            f"penalty term '{t.name}' leaves out {entry}" for t in terms for entry in t.skipped
+        ]
+        for note in [*plan.notes, *([message] if message else []), *skipped]:
             log.info(note)
         return _fit_and_write(cfg, model, terms, split, run_dir, initial_epoch, plan)
 
