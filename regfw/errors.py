@@ -61,6 +61,25 @@ class PluginError(UserError):
     """A plugin that could not be imported, or that did something a plugin must not do."""
 
 
+class JobStopped(RegfwError):
+    """A sweep job stopped from outside before it finished, e.g. at Slurm's time limit.
+
+    The sweep records the job with `status` and goes on; the run keeps its last checkpoint, so
+    re-running the sweep with `trainer.resume=true` continues it.
+
+    Args:
+        status: How the sweep's summary records the job: `timeout` or `cancelled`.
+        reason: What stopped it, and how to continue.
+    """
+
+    def __init__(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable: a Slurm job returns it to the submitter
+        return (type(self), (self.status, self.reason))
+
+
 class OutputError(RegfwError):
     """An output file could not be written; the previous good file is kept (exit code 4)."""
 

@@ -2,7 +2,9 @@
 
 `SweepCallback` (configured under `hydra.callbacks` in `conf/config.yaml`) writes the TensorBoard
 HParams experiment at the sweep folder before the first job, and the sweep report after the last
-one; it ends the multirun with exit code 1 when a job failed or diverged, after every job ran.
+one; it ends the multirun with exit code 1 when a job did not complete, after every job ran.
+With `hydra/launcher=submitit_slurm` it puts regfw's Slurm launcher in place of the plugin's
+(`regfw.sweeps.slurm`).
 Importing this module does not import TensorFlow (Hydra instantiates the callback for every run).
 """
 
@@ -16,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from regfw.errors import OutputError, RegfwError, RunFolderError, full_error
+from regfw.errors import JobStopped, OutputError, RegfwError, RunFolderError, full_error
 from regfw.runs import atomic, folder
 
 log = logging.getLogger(__name__)
 EXIT_JOB_FAILED = 1
+# `hydra/launcher=submitit_slurm` runs regfw's subclass of hydra-submitit-launcher's Slurm launcher,
+# which records the jobs Slurm cancels or stops at their time limit instead of ending the sweep
+# at the first one (`regfw.sweeps.slurm`). Hydra instantiates launchers from `hydra_plugins` only.
+SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+REGFW_SLURM = "hydra_plugins.regfw_slurm_launcher.slurm_launcher.SlurmLauncher"
 
 
 def in_multirun() -> bool:
@@ -38,8 +45,8 @@ def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
 
     Hydra stops a sweep at the first job that raises; a job that catches its error lets the others
     run, and the callback reports it at the end. A failed job's folder gets its config and a
-    `metrics.json` with `status: failed` and the reason, except when the folder itself was the
-    problem (`RunFolderError`: it is left as it was).
+    `metrics.json` with `status: failed` (or the status of a `JobStopped`, e.g. `timeout`) and the
+    reason, except when the folder itself was the problem (`RunFolderError`: it is left as it was).
 
     Args:
         cfg: The job's config.
@@ -56,26 +63,43 @@ def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
         log.error("job not run; the sweep goes on: %s", error)
         return math.nan
     except Exception as error:
+        status = error.status if isinstance(error, JobStopped) else "failed"
         if full_error():
-            log.exception("job failed; the sweep goes on")
+            log.exception("job %s; the sweep goes on", status)
         elif isinstance(error, RegfwError):
-            log.error("job failed; the sweep goes on: %s", error)
+            log.error("job %s; the sweep goes on: %s", status, error)
         else:
             log.error("job failed; the sweep goes on: internal error: %s: %s (HYDRA_FULL_ERROR=1 "
                       "shows the traceback)", type(error).__name__, error)  # fmt: skip
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        metrics = {
-            "status": "failed",
-            "error": f"{type(error).__name__}: {error}",
-            "output_dir": str(run_dir),
-            "objective": {"name": OmegaConf.select(cfg, "trainer.monitor"), "value": None},
-        }
-        try:
-            folder.record(run_dir, cfg)
-            atomic.write_json(run_dir / folder.METRICS, metrics)
-        except OutputError as write_error:
-            log.error("could not record the failure: %s", write_error)
+        record_failure(run_dir, cfg, status, f"{type(error).__name__}: {error}")
         return math.nan
+
+
+def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: str) -> None:
+    """Records a job that did not complete: its config and a `metrics.json` with status and reason.
+
+    Used for a job that raised (`run_recorded`) and for a Slurm job that ended without a result
+    (`regfw.sweeps.slurm`). The record is written from the current `HydraConfig`, as the job
+    writes it; a record that cannot be written is logged.
+
+    Args:
+        run_dir: The job's folder.
+        cfg: The job's config.
+        status: `failed`, `timeout` or `cancelled`.
+        error: The reason, one line.
+    """
+    metrics = {
+        "status": status,
+        "error": error,
+        "output_dir": str(run_dir),
+        "objective": {"name": OmegaConf.select(cfg, "trainer.monitor"), "value": None},
+    }
+    try:
+        folder.record(run_dir, cfg)
+        atomic.write_json(run_dir / folder.METRICS, metrics)
+    except OutputError as write_error:
+        log.error("could not record the failure: %s", write_error)
 
 
 class SweepCallback(Callback):
@@ -93,6 +117,10 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from regfw.training import hparams
 
+        launcher = config.hydra.launcher
+        if launcher.get("_target_") == SUBMITIT_SLURM:  # runs before Hydra creates the launcher
+            with read_write(launcher):
+                launcher._target_ = REGFW_SLURM
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         search_space = OmegaConf.select(config, "hydra.sweeper.params", default=None)

@@ -1,0 +1,1 @@
+"""regfw's Slurm launcher: hydra-submitit-launcher's, recording the jobs Slurm stops."""
