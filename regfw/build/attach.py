@@ -25,9 +25,9 @@ from omegaconf import DictConfig
 
 from regfw import penalties
 from regfw.build import constraints
+from regfw.build.selection import SelectionError, select_weights
 from regfw.config.schema import SELECTION_KEYS, ConfigError
 from regfw.config.terms import term_specs
-from regfw.build.selection import SelectionError, select_weights
 
 NOT_PARAMS = ("name", "schedule", *SELECTION_KEYS)
 
@@ -143,8 +143,15 @@ def attach_penalties(model: Any, cfg: DictConfig) -> list[PenaltyTerm]:
                 regularizer = StatefulRegularizer(penalty, states[variable.path])
             _add_regularizer(variable, regularizer)
         terms.append(
-            PenaltyTerm(name, penalty, tuple(variables), penalty.scale, spec.get("schedule"),
-                        states, skipped)  # fmt: skip
+            PenaltyTerm(
+                name,
+                penalty,
+                tuple(variables),
+                penalty.scale,
+                spec.get("schedule"),
+                states,
+                skipped,
+            )
         )
     return terms
 

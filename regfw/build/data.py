@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from sklearn.utils import resample
 
-from regfw.build.loaders import LOADERS
-from regfw.config.schema import ConfigError
+from regfw.build.loaders import LOADERS, Arrays
+from regfw.build.plugins import importable_from_working_directory
+from regfw.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def load(cfg: DictConfig, seed: int) -> Split:
         ConfigError: If the data cannot be read, is empty or not finite, or does not have the shape
             or classes the config declares; the message names the key to fix.
     """
-    arrays = LOADERS.lookup(cfg.name)(cfg)
+    arrays = own_arrays(cfg) if "_target_" in cfg else LOADERS.lookup(cfg.name)(cfg)
     train = _checked(arrays.x, arrays.y, cfg)
     if arrays.validation is None:
         train, val = _split(*train, cfg, seed)
@@ -66,9 +67,39 @@ def load(cfg: DictConfig, seed: int) -> Split:
     return Split(x_train, y_train, x_val, y_val, int(cfg.num_classes))
 
 
+# The keys of a data node that regfw reads itself; a `_target_` gets the others as arguments.
+OWN_KEYS = ("_target_", "name", "input_shape", "num_classes", "validation_split", "limit", "loss")
+
+
+def own_arrays(cfg: DictConfig) -> Arrays:
+    """Your data: `_target_` called with the node's other keys (Hydra's `instantiate`).
+
+    It returns `(x, y)`, or `(x, y, x_val, y_val)` when the data has its own validation split.
+
+    Raises:
+        ConfigError: If the call fails or returns something else (key `data._target_`).
+    """
+    from hydra.utils import instantiate
+
+    importable_from_working_directory()
+    arguments = {k: v for k, v in cfg.items() if k not in OWN_KEYS or k == "_target_"}
+    try:
+        parts = instantiate(arguments)
+    except Exception as error:  # the user's code: its error, in one line
+        cause = error.__cause__ or error
+        reason = " ".join(f"{type(cause).__name__}: {cause}".split())
+        raise ConfigError("data._target_", cfg._target_, f"could not load: {reason}") from None
+    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 4):
+        allowed = "expected it to return (x, y) or (x, y, x_val, y_val) arrays"
+        raise ConfigError("data._target_", cfg._target_, allowed)
+    return Arrays(parts[0], parts[1], tuple(parts[2:]) or None)
+
+
 def _source(cfg: DictConfig) -> tuple[str, object]:
     """The config key and value to name when the arrays themselves are wrong."""
-    return ("data.path", cfg.path) if cfg.get("path") is not None else ("data", cfg.name)
+    if cfg.get("path") is not None:
+        return "data.path", cfg.path
+    return ("data._target_", cfg._target_) if "_target_" in cfg else ("data", cfg.name)
 
 
 def _checked(x: np.ndarray, y: np.ndarray, cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:

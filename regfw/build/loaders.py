@@ -19,8 +19,8 @@ import numpy as np
 from omegaconf import DictConfig
 from sklearn import datasets
 
+from regfw.errors import ConfigError
 from regfw.registry import Registry, did_you_mean
-from regfw.config.schema import KERAS_DATASETS, ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Arrays:
 
 
 LOADERS: Registry[Callable[[DictConfig], Arrays]] = Registry("data set")
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # read by keras.datasets or from a .npz
 
 
 @LOADERS.register("synthetic")

@@ -5,6 +5,10 @@ paths are the same in every run and selectors can rely on them. A recurrent laye
 its cell: `lstm/lstm_cell/kernel`, `lstm/lstm_cell/recurrent_kernel`, `gru/gru_cell/...`,
 `simple_rnn/simple_rnn_cell/...`. A `keras.applications` model keeps Keras's own layer names
 (`Conv1/kernel`, `block_1_expand/kernel`, ... for MobileNetV2).
+
+A model node with `_target_` is your own: Hydra's `instantiate` calls it with the node's other keys
+plus `input_shape` and `num_classes`, and it returns the `keras.Model` (its output must be what the
+data needs: one unit for binary labels or regression, `num_classes` units for classes).
 """
 
 from __future__ import annotations
@@ -12,18 +16,12 @@ from __future__ import annotations
 import keras
 from omegaconf import DictConfig, OmegaConf
 
+from regfw.config.options import POOLINGS, RNN_CELLS
+from regfw.build.plugins import importable_from_working_directory
+from regfw.errors import ConfigError
 from regfw.registry import Registry, did_you_mean
-from regfw.config.schema import ConfigError
 
 BUILDERS: Registry = Registry("model")
-
-# model.cell -> (Keras layer, its explicit name)
-RNN_LAYERS = {
-    "lstm": (keras.layers.LSTM, "lstm"),
-    "gru": (keras.layers.GRU, "gru"),
-    "simple": (keras.layers.SimpleRNN, "simple_rnn"),
-}
-POOLING_LAYERS = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePooling2D}
 
 
 def _numbered(prefix: str, index: int) -> str:
@@ -65,9 +63,9 @@ def _cnn(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
             activation=cfg.activation,
             name=_numbered("conv2d", i),
         )(x)
-        if cfg.pooling in POOLING_LAYERS and min(x.shape[1:3]) >= 2:
+        if POOLINGS[cfg.pooling] and min(x.shape[1:3]) >= 2:
             name = _numbered(f"{cfg.pooling}_pooling2d", i)
-            x = POOLING_LAYERS[cfg.pooling](2, name=name)(x)
+            x = getattr(keras.layers, POOLINGS[cfg.pooling])(2, name=name)(x)
     x = keras.layers.Flatten(name="flatten")(x)
     if cfg.dense_units:
         x = keras.layers.Dense(cfg.dense_units, activation=cfg.activation, name="dense")(x)
@@ -76,7 +74,8 @@ def _cnn(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
 
 @BUILDERS.register("rnn")
 def _rnn(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
-    layer, prefix = RNN_LAYERS[cfg.cell]
+    layer_name, prefix = RNN_CELLS[cfg.cell]
+    layer = getattr(keras.layers, layer_name)
     x = inputs
     for i, units in enumerate(cfg.units):
         last = i == len(cfg.units) - 1
@@ -120,7 +119,7 @@ def _application(cfg: DictConfig, inputs: keras.KerasTensor) -> keras.KerasTenso
 
 
 def build(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Builds an uncompiled functional model.
+    """Builds an uncompiled model: a registered builder's, or your own (`_target_`).
 
     Args:
         cfg: The `model` config group.
@@ -128,9 +127,32 @@ def build(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> ke
         num_classes: Number of classes (2: one sigmoid unit; 0: regression, one linear unit).
 
     Raises:
-        ConfigError: If `model=application` names no keras.applications model, or that model
-            cannot be built on `input_shape` (most need images of at least 32x32).
+        ConfigError: If `model=application` names no keras.applications model, that model
+            cannot be built on `input_shape` (most need images of at least 32x32), or your
+            model cannot be built or has the wrong output.
     """
+    if "_target_" in cfg:
+        return _own_model(cfg, tuple(input_shape), num_classes)
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     features = BUILDERS.lookup(cfg.name)(cfg, inputs)
     return keras.Model(inputs, output_layer(num_classes)(features), name=cfg.name)
+
+
+def _own_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    from hydra.utils import instantiate
+
+    importable_from_working_directory()
+    try:
+        model = instantiate(cfg, input_shape=input_shape, num_classes=num_classes)
+    except Exception as error:  # the user's code: its error, in one line
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        allowed = f"could not build it: {reason}"
+        raise ConfigError("model._target_", cfg["_target_"], allowed) from None
+    expected = 1 if num_classes in (0, 2) else num_classes
+    if not isinstance(model, keras.Model) or model.output_shape[-1] != expected:
+        shape = getattr(model, "output_shape", type(model).__name__)
+        raise ConfigError(
+            "model._target_", cfg["_target_"], f"expected a keras.Model with {expected} output "
+            f"unit(s) for data.num_classes={num_classes}, got {shape}",
+        )  # fmt: skip
+    return model

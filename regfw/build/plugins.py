@@ -57,10 +57,15 @@ def _load_file(entry: str) -> None:
     _FILES[path] = module
 
 
-def _load_module(entry: str) -> None:
+def importable_from_working_directory() -> None:
+    """Puts the working directory on `sys.path`: modules there import (plugins, `_target_`)."""
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def _load_module(entry: str) -> None:
+    importable_from_working_directory()
     try:
         importlib.import_module(entry)
     except ModuleNotFoundError as error:

@@ -3,5 +3,10 @@
 Owns the config tree's location (`compose`), the checks of every group (`schema`, `checks`,
 `terms`) and the scale schedules' formulas (`schedules`). Everything here is pure Python on
 OmegaConf objects: it never imports TensorFlow, Keras or JAX, so `--help`, `--cfg job` and config
-errors stay fast. May import: `regfw.registry`, `regfw.errors`.
+errors stay fast. Importing it registers Keras's optimizers and callbacks as config options
+(`store`). May import: `regfw.registry`, `regfw.errors`.
 """
+
+from regfw.config.store import register
+
+register()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment", "constraint")
+GROUPS = ("model", "data", "penalty", "optimizer", "trainer", "experiment", "constraint",
+          "callbacks")  # fmt: skip
 
 
 def conf_dir() -> Path:
@@ -17,11 +18,6 @@ def conf_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"regfw's config tree (conf/config.yaml) is not beside {package}")
-
-
-def group_options(group: str) -> list[str]:
-    """Returns the option names of a config group (the YAML files in `conf/<group>/`)."""
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
 def compose(

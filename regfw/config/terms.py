@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.config.checks import ConfigError, choice, number, string_list
+from regfw.config.options import group_options
 from regfw.config.schedules import SCHEDULES
 
 PARAM_RULES: dict[str, dict[str, Any]] = {
@@ -19,7 +20,6 @@ PARAM_RULES: dict[str, dict[str, Any]] = {
     "lower": {},
     "upper": {},
 }
-CONSTRAINTS = ("clip", "max_norm", "unit_norm", "non_neg")
 # Term names that would collide with regfw's own log tags (`penalty/total`).
 RESERVED_TERM_NAMES = ("total",)
 
@@ -81,7 +81,7 @@ def validate_terms(cfg: DictConfig) -> None:
 def _validate_term(path: str, spec: dict[str, Any], constraint: bool = False) -> None:
     name = spec.get("name")
     if constraint:
-        choice(f"{path}.name", name, CONSTRAINTS)
+        choice(f"{path}.name", name, group_options("constraint"))
     elif not isinstance(name, str) or not name or name == "???":
         raise ConfigError(f"{path}.name", name, "expected the name of a registered penalty")
     else:

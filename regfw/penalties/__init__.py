@@ -5,7 +5,8 @@ The scale lives in a non-trainable `keras.Variable`, so it can change during tra
 retracing the compiled train step. Values are computed in float32 for float16/bfloat16 weights.
 
 Use `get(name, **params)` to build one, `available()` to list names and `register(name)` to add your
-own (a `Penalty` subclass, or a function `fn(w, **params) -> scalar`).
+own (a `Penalty` subclass, or a function `fn(w, **params) -> scalar`). May import:
+`regfw.registry`, `regfw.errors` (penalties need nothing else of regfw).
 """
 
 from regfw.penalties import article, catalogue, keras_builtin  # noqa: F401 - they register

@@ -11,6 +11,7 @@ from keras import ops
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.build.attach import PenaltyTerm
+from regfw.build.instantiate import keras_object
 from regfw.config.schedules import multiplier
 from regfw.training import hparams
 from regfw.training.checkpoints import Checkpoint
@@ -115,7 +116,8 @@ def make_callbacks(
 
     The run's hparams go to TensorBoard's HParams dashboard when training begins; penalty values
     and diagnostics come before TensorBoard (so it logs them), the divergence guard before the
-    checkpoint (so a diverged epoch is not saved).
+    checkpoint (so a diverged epoch is not saved). The config's own callbacks (`callbacks.*`)
+    come after the logging callbacks, so they see the penalties and diagnostics in the logs.
     """
     values = hparams.hydra_run_values(cfg)
     return [
@@ -129,6 +131,10 @@ def make_callbacks(
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         ),
         guard,
+        *(
+            keras_object("callbacks", f"callbacks.{name}", node)
+            for name, node in (cfg.get("callbacks") or {}).items()
+        ),
         *(
             [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every)]
             if cfg.trainer.checkpoint_every

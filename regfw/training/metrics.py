@@ -28,6 +28,7 @@ class DataLoss(keras.metrics.Mean):
     def __init__(self, loss: keras.losses.Loss, name: str = "data_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.loss = loss
+        self._direction = "down"  # what Keras callbacks' mode="auto" reads: lower is better
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         value = self.loss(y_true, y_pred, sample_weight=sample_weight)
@@ -42,22 +43,26 @@ class DataLoss(keras.metrics.Mean):
         return cls(keras.losses.deserialize(config["loss"]), name=config["name"])
 
 
-def loss_and_metrics(num_classes: int) -> tuple[keras.losses.Loss, list[Any], list[Any]]:
+def loss_and_metrics(
+    num_classes: int, loss_name: str | None = None
+) -> tuple[keras.losses.Loss, list[Any], list[Any]]:
     """The data loss, the metrics and the weighted metrics (`data_loss`) of a run.
 
-    Regression (`num_classes` 0): mean squared error, with `mae` instead of accuracy.
+    Args:
+        num_classes: 2 (binary cross-entropy, accuracy), more (sparse categorical cross-entropy,
+            accuracy) or 0 (regression: mean squared error, with `mae` instead of accuracy).
+        loss_name: Any other `keras.losses` name (`data.loss`), in place of the default loss.
     """
     if num_classes == 0:
-        loss, metrics = keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError("mae")]
+        loss, metric = keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")
     elif num_classes == 2:
-        loss, metrics = (
-            keras.losses.BinaryCrossentropy(),
-            [keras.metrics.BinaryAccuracy("accuracy")],
-        )
+        loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
-    return loss, metrics, [DataLoss(loss)]
+        metric = keras.metrics.SparseCategoricalAccuracy("accuracy")
+    if loss_name is not None:
+        loss = keras.losses.LossFunctionWrapper(keras.losses.get(loss_name), name=loss_name)
+    return loss, [metric], [DataLoss(loss)]
 
 
 def keras_only_compile_config(model: keras.Model, weighted_metrics: list[Any]) -> dict[str, Any]:
@@ -68,15 +73,11 @@ def keras_only_compile_config(model: keras.Model, weighted_metrics: list[Any]) -
     sample weights. `regfw.load_model` compiles with `DataLoss` again.
     """
     config = keras.Model.get_compile_config(model)
-    stand_ins = {
-        "binary_crossentropy": keras.metrics.BinaryCrossentropy,
-        "mean_squared_error": keras.metrics.MeanSquaredError,
-        "sparse_categorical_crossentropy": keras.metrics.SparseCategoricalCrossentropy,
-    }
     weighted = []
     for metric in weighted_metrics:
         if isinstance(metric, DataLoss):
-            metric = stand_ins[metric.loss.name](name=metric.name)
+            function = keras.losses.get(metric.loss.name)  # Keras's function of that loss
+            metric = keras.metrics.MeanMetricWrapper(function, name=metric.name)
         weighted.append(keras.saving.serialize_keras_object(metric))
     config["weighted_metrics"] = weighted
     return config

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from regfw.build import data, models, plugins
 from regfw.build.attach import PenaltyTerm, attach_constraints, attach_penalties
+from regfw.build.instantiate import keras_object
 from regfw.config.schema import validate
 from regfw.errors import RunFolderError
 from regfw.runs import atomic, folder
@@ -30,21 +31,14 @@ from regfw.training.metrics import keras_only_compile_config, loss_and_metrics
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-    "adamw": keras.optimizers.AdamW,
-}
-
 
 def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
-    """Builds the optimizer named `cfg.name` with the group's other keys as arguments.
+    """Builds the optimizer the `optimizer` group names (any of Keras's, or yours by `_target_`).
 
-    AdamW's decoupled weight decay leaves biases out.
+    Decoupled weight decay (AdamW's, or any optimizer's `weight_decay`) leaves biases out.
     """
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
-    optimizer = OPTIMIZERS[cfg.name](**kwargs)
-    if cfg.name == "adamw":
+    optimizer = keras_object("optimizer", "optimizer", cfg)
+    if getattr(optimizer, "weight_decay", None):
         optimizer.exclude_from_weight_decay(var_names=["bias"])
     return optimizer
 
@@ -63,7 +57,7 @@ def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
         model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
         terms = attach_penalties(model, cfg)
         attach_constraints(model, cfg)
-        loss, metrics, weighted = loss_and_metrics(cfg.data.num_classes)
+        loss, metrics, weighted = loss_and_metrics(cfg.data.num_classes, cfg.data.get("loss"))
         model.compile(
             optimizer=build_optimizer(cfg.optimizer),
             loss=loss,
