@@ -25,6 +25,7 @@ from benchmarks.timing import REPO, Row
 
 BENCHMARKS = (
     "overhead", "orthogonality", "startup", "sweeps", "xla", "diagnostics", "power_iteration",
+    "backends",
 )  # fmt: skip
 PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "scikit-learn")
 

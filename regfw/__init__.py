@@ -8,7 +8,9 @@ The Python API (usable from a notebook):
     model = regfw.load_model(metrics["output_dir"])  # compiled again, penalties attached
     regfw.penalties.get("l1", alpha=0.1, scale=1e-3)
 
-Importing `regfw` does not import TensorFlow; `build_model`, `train` and `regfw.penalties` do.
+Importing `regfw` does not import TensorFlow; `build_model`, `train` and `regfw.penalties` do
+(`build_model`, `train` and `load_model` first set the Keras backend the config asks for,
+`trainer.backend`, if Keras is not imported yet).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regfw.config import backend
 from regfw.config.compose import compose
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ __version__ = "0.1.0"
 
 def build_model(cfg: DictConfig) -> keras.Model:
     """Returns the compiled Keras model for `cfg`, with its penalties attached."""
+    backend.use(cfg.trainer)
     from regfw.training.trainer import build_model as _build_model
 
     return _build_model(cfg)
@@ -36,6 +40,7 @@ def build_model(cfg: DictConfig) -> keras.Model:
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Trains the model `cfg` describes; returns its final metrics (`regfw.training.trainer`)."""
+    backend.use(cfg.trainer)
     from regfw.training.trainer import train as _train
 
     return _train(cfg, output_dir)
@@ -47,6 +52,12 @@ def load_model(path: str | Path) -> keras.Model:
     Args:
         path: A run folder, or the `model.keras` in one (see `regfw.training.trainer.load_model`).
     """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.is_file():  # the run's backend, if Keras is not imported yet
+        backend.use(OmegaConf.load(config).trainer)
     from regfw.training.trainer import load_model as _load_model
 
     return _load_model(path)

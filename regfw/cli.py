@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from regfw.config import backend
 from regfw.config.compose import GROUPS, compose
 from regfw.config.schema import validate
 from regfw.errors import (
@@ -84,6 +85,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     validate(cfg)
+    backend.use(cfg.trainer)  # before Keras is imported
     if not HydraConfig.initialized():  # called from Python: the API's default folder
         import_tensorflow_quietly()
         from regfw.training.trainer import train
@@ -188,7 +190,7 @@ def find_problem(argv: list[str], folders: bool = True) -> str | None:
         return f"cannot parse the command line: {_first_lines(error)}"
     config_name = args.config_name or "config"
     ours = [o for o in overrides if not o.key_or_group.startswith("hydra")]
-    cfg = None
+    cfg, backends = None, set()
     for variant in _variants(overrides):
         try:
             cfg = compose(variant, config_name=config_name, return_hydra_config=True)
@@ -206,6 +208,14 @@ def find_problem(argv: list[str], folders: bool = True) -> str | None:
             return str(error)
         except Exception as error:  # a config the checks cannot even read (e.g. ~penalty)
             return f"the composed config is incomplete: {type(error).__name__}: {error}"
+        backends.add(backend.resolve(cfg.trainer))
+    if len(backends) > 1:
+        return (
+            f"trainer.backend: the jobs of this multirun ask for {' and '.join(sorted(backends))},"
+            " and one process has one Keras backend: run one multirun per backend"
+        )
+    if cfg is not None:
+        backend.use(cfg.trainer)  # before anything (the sweep callback, a job) imports Keras
     if cfg is not None and folders and not args.cfg:
         return _check_folders(hydra_node, cfg, multirun=args.multirun)
     return None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from regfw import cli
+from regfw.config import backend
 from regfw.config.compose import compose
 from regfw.config.terms import term_specs
 
@@ -88,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     problem = cli.reported(lambda: cli.find_problem(overrides, folders=False))
     if problem:
         cli.fail(problem)
+    cfg = compose(overrides)
+    cli.reported(lambda: backend.use(cfg.trainer))
     cli.import_tensorflow_quietly()
-    print(cli.reported(lambda: explain(compose(overrides))))
+    print(cli.reported(lambda: explain(cfg)))
 
 
 if __name__ == "__main__":

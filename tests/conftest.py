@@ -88,6 +88,12 @@ def event_tags(log_dir: Path) -> list[str]:
     return acc.Tags()["tensors"]
 
 
+@pytest.fixture(params=["tensorflow", "jax"])
+def backend(request) -> str:
+    """The Keras backend of a run in a subprocess: a test that takes it runs on both backends."""
+    return request.param
+
+
 @pytest.fixture
 def fresh_keras():
     """Seeds Keras and clears its session before and after an in-process training test."""

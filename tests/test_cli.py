@@ -116,8 +116,8 @@ def _check_run(run_dir, penalty_terms):
     return metrics
 
 
-def test_default_run(tmp_path):
-    result = run_train(cwd=tmp_path)
+def test_default_run(tmp_path, backend):
+    result = run_train(f"trainer.backend={backend}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
     metrics = _check_run(run_dir, ["orthogonal"])

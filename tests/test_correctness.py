@@ -135,12 +135,13 @@ def test_power_iteration_penalties_are_exact_in_training(fresh_keras, name):
         assert used == pytest.approx(1e-3 * exact(v.numpy()), rel=1e-3)
 
 
-def test_power_iteration_vector_is_resumed_exactly(tmp_path):
+def test_power_iteration_vector_is_resumed_exactly(tmp_path, backend):
     """Defect 2: the vector is saved with checkpoints, so a resumed run ends with the same numbers."""
     from tests.conftest import run_with_fault
 
     args = ["penalty=spectral", "penalty.scale=0.01", "trainer.epochs=3",
-            "trainer.deterministic=true", "trainer.resume=true", *FAST]  # fmt: skip
+            "trainer.deterministic=true", "trainer.resume=true", f"trainer.backend={backend}",
+            *FAST]  # fmt: skip
     whole = run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path / "killed"

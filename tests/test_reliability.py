@@ -26,13 +26,14 @@ def boom(w, at=0.6):
 '''
 
 
-def test_divergence_is_attributed_and_stops_at_the_first_bad_batch(tmp_path):
+def test_divergence_is_attributed_and_stops_at_the_first_bad_batch(tmp_path, backend):
     (tmp_path / "boom.py").write_text(BOOM)
     run_dir = tmp_path / "run"
     result = run_train(
         "plugins=[boom.py]", "penalty=custom", "penalty.name=boom", "+penalty.at=0.8", "penalty.min_ndim=2",
         "penalty.include=[output/kernel]", "optimizer.learning_rate=0.05", "trainer.epochs=10",
-        "trainer.histograms=false", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "trainer.histograms=false", f"trainer.backend={backend}", f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
@@ -66,19 +67,20 @@ RESUME = [
 ]  # fmt: skip
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    whole = run_train(*RESUME, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, backend):
+    args = [*RESUME, f"trainer.backend={backend}"]
+    whole = run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     assert "no checkpoint in" in whole.stdout + whole.stderr  # resume=true on a new folder says so
 
     killed = tmp_path / "killed"
     # SIGKILL right after the second checkpoint (tests/faults.py): a kill at an exact point.
-    result = run_with_fault("after:checkpoint/state.json:2", *RESUME, f"hydra.run.dir={killed}",
+    result = run_with_fault("after:checkpoint/state.json:2", *args, f"hydra.run.dir={killed}",
                             cwd=tmp_path)  # fmt: skip
     assert result.returncode == -9 and not (killed / "metrics.json").exists()
     done = json.loads((killed / "checkpoint" / "state.json").read_text())["epochs_completed"]
     assert done == 2
-    resumed = run_train(*RESUME, f"hydra.run.dir={killed}", cwd=tmp_path)
+    resumed = run_train(*args, f"hydra.run.dir={killed}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}" in resumed.stdout + resumed.stderr
     a, b = read_metrics(tmp_path / "whole"), read_metrics(killed)
@@ -87,7 +89,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert b[section] == a[section], section
     assert not (killed / "checkpoint").exists()  # removed once the run completed
 
-    again = run_train(*RESUME, f"hydra.run.dir={killed}", cwd=tmp_path)
+    again = run_train(*args, f"hydra.run.dir={killed}", cwd=tmp_path)
     assert again.returncode == 0 and "already completed" in again.stdout + again.stderr
     assert read_metrics(killed) == b
 
@@ -97,13 +99,13 @@ def test_corrupted_checkpoint_is_reported_kept_aside_and_the_run_starts_fresh(tm
     args = [*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
     killed = run_with_fault("after:checkpoint/state.json:1", *args, cwd=tmp_path)
     assert killed.returncode == -9
-    (run_dir / "checkpoint" / "epoch-00001.keras").write_bytes(b"not a .keras file")
+    (run_dir / "checkpoint" / "epoch-00001.npz").write_bytes(b"not a state file")
     result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "is unreadable" in output and "starting fresh" in output and "Traceback" not in output
     (aside,) = run_dir.glob("checkpoint.corrupt-*")
-    assert (aside / "epoch-00001.keras").read_bytes() == b"not a .keras file"
+    assert (aside / "epoch-00001.npz").read_bytes() == b"not a state file"
     assert read_metrics(run_dir)["epochs_run"] == 3
 
 

@@ -7,10 +7,11 @@ tf.distribute. Two terms on one weight are summed (`penalties.Combined`). A cons
 `variable.constraint`, which the optimizer applies after every step.
 
 A weight on which a penalty is undefined (Keras's orthogonal regularizer on a one-column kernel)
-is left out of the term, with the reason, rather than adding NaN to the loss. Power-iteration
-penalties (`spectral`, `srip`) get one persistent vector per weight, held as non-trainable
-weights of a `PenaltyState` layer tracked by the model: they are part of the training state
-(checkpoints, JAX's stateless steps) but not of any layer a plain Keras load would rebuild.
+is left out of the term, with the reason, rather than adding NaN to the loss. Each term's scale,
+and the persistent block of power-iteration penalties (`spectral`, `srip`) for each weight, are
+non-trainable weights of a `PenaltyState` layer tracked by the model: they are part of the
+training state (checkpoints; JAX's stateless steps carry them, so a schedule's new scale takes
+effect without retracing) but not of any layer a plain Keras load rebuilds.
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ def attach_penalties(model: Any, cfg: DictConfig) -> list[PenaltyTerm]:
     terms = []
     for name, path, spec in term_specs(cfg, "penalty"):
         penalty = build_penalty(path, spec)
+        penalty.bind_scale(_state(model).add_weight(
+            shape=(), initializer="zeros", dtype=penalty.scale_variable.dtype, trainable=False,
+            name=f"{name}.scale", aggregation="only_first_replica",
+        ))  # fmt: skip
         selected = select_weights(model, term=name, **_selection(spec))
         reasons = {v.path: penalty.unsupported(tuple(v.shape)) for v in selected}
         skipped = tuple(f"{v.path} {tuple(v.shape)}: {reasons[v.path]}" for v in selected
@@ -167,12 +172,17 @@ def _add_regularizer(variable: Any, regularizer: Any) -> None:
         variable.regularizer = penalties.Combined([previous, regularizer])
 
 
-def _power_state(model: Any, term: str, penalty: Any, variable: Any) -> Any:
-    """Creates the persistent power-iteration vector of one weight, converged on its value."""
+def _state(model: Any) -> PenaltyState:
+    """The model's `PenaltyState` layer, created on first use."""
     if not isinstance(getattr(model, "penalty_state", None), PenaltyState):
         model.penalty_state = PenaltyState(name="penalty_state")
+    return model.penalty_state
+
+
+def _power_state(model: Any, term: str, penalty: Any, variable: Any) -> Any:
+    """Creates the persistent power-iteration block of one weight, exact on its value."""
     start = penalty.initial_state(ops.convert_to_numpy(variable))
-    state = model.penalty_state.add_weight(
+    state = _state(model).add_weight(
         shape=start.shape,
         initializer="zeros",
         trainable=False,

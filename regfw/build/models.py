@@ -16,8 +16,8 @@ from __future__ import annotations
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.config.options import POOLINGS, RNN_CELLS
 from regfw.build.plugins import importable_from_working_directory
+from regfw.config.options import POOLINGS, RNN_CELLS
 from regfw.errors import ConfigError
 from regfw.registry import Registry, did_you_mean
 

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.config import keras_names
+from regfw.config.backend import BACKENDS, resolve
 from regfw.config.checks import (
     SEED_MAX,
     ConfigError,
@@ -303,8 +304,15 @@ def _validate_trainer(trainer: DictConfig, num_classes: int, metrics: list[str])
     number("trainer.seed", trainer.seed, low=0, high=SEED_MAX, integer=True)
     number("trainer.checkpoint_every", trainer.checkpoint_every, low=0, integer=True)
     choice("trainer.verbose", trainer.verbose, (0, 1, 2))
-    for key in ("histograms", "diagnostics", "resume", "deterministic", "jit_compile"):
+    for key in ("histograms", "diagnostics", "resume", "deterministic"):
         flag(f"trainer.{key}", trainer[key])
+    if trainer.jit_compile is not None:
+        flag("trainer.jit_compile", trainer.jit_compile)
+    if trainer.get("backend") is not None:
+        choice("trainer.backend", trainer.backend, BACKENDS)
+    if trainer.strategy == "multi_worker" and resolve(trainer) == "jax":
+        allowed = "multi_worker runs on trainer.backend=tensorflow (TF_CONFIG); on JAX use mirrored"
+        raise ConfigError("trainer.strategy", trainer.strategy, allowed)
     choice("trainer.monitor", trainer.monitor, metrics)
     choice("trainer.strategy", trainer.strategy, STRATEGIES)
     choice("trainer.precision", trainer.precision, PRECISIONS)

@@ -106,6 +106,14 @@ class Penalty(keras.regularizers.Regularizer):
         """Sets the scale; takes effect at the next step, without retracing."""
         self._scale.assign(check_scale(scale))
 
+    def bind_scale(self, variable: keras.Variable) -> None:
+        """Holds the scale in `variable` from now on, starting from the current scale.
+
+        The variable is a model's, so that a stateless step (JAX) carries it as state.
+        """
+        variable.assign(self.scale)
+        self._scale = variable
+
     def value(self, w: Any) -> Any:
         """Returns the unscaled penalty of one weight tensor."""
         raise NotImplementedError

@@ -115,6 +115,9 @@ class SweepCallback(Callback):
         self.fail_on_bad_jobs = fail_on_bad_jobs
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from regfw.config import backend
+
+        backend.use(config.trainer)  # before TensorFlow (hparams) imports Keras
         from regfw.training import hparams
 
         launcher = config.hydra.launcher

@@ -1,21 +1,23 @@
 """Per-epoch training state in the run folder, written atomically, and resuming from it.
 
-`<run>/checkpoint/` holds `epoch-<n>.keras` (the model with its optimizer variables, as Keras saves
-it) and `state.json`, which names that file and records the epochs completed, the random-seed
-states of layers such as dropout, the model's weight paths and shapes, and the last epoch's logs.
-Each is written to a temporary file and renamed: the new model file first, then `state.json`,
-then the old model file is deleted, so a crash or a full disk at any point leaves a `state.json`
-whose model file holds the same epoch. (The `.keras` format writes its zip with Python's
-`zipfile`, which turns a full disk into a clean error; h5py writing a `.weights.h5` file to a full
-disk can crash the process.) The data order of an epoch depends only on `(trainer.seed, epoch)`
-(`regfw.training.pipeline`), so a resumed run sees the same batches as an uninterrupted one; the
-last epoch's logs let a run that was killed after its last checkpoint but before `metrics.json`
-finish with exactly the metrics it would have written.
+`<run>/checkpoint/` holds `epoch-<n>.npz`, every variable of the training state by its path (the
+model's weights, random-seed states of layers such as dropout, the penalties' scales and
+power-iteration blocks, and the optimizer's variables), and `state.json`, which names that file and
+records the epochs completed and the last epoch's logs. Each is written to a temporary file and
+renamed: the new state file first, then `state.json`, then the old state file is deleted, so a
+crash or a full disk at any point leaves a `state.json` whose state file holds that same epoch.
+The state is an `.npz` archive written from memory (a few milliseconds, for every epoch of every
+job of a stacked sweep too); the final `model.keras` is Keras's own format. The data order of an
+epoch depends only on `(trainer.seed, epoch)` (`regfw.training.pipeline`), so a resumed run sees
+the same batches as an uninterrupted one; the last epoch's logs let a run that was killed after
+its last checkpoint but before `metrics.json` finish with exactly the metrics it would have
+written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import shutil
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from regfw.errors import RunFolderError
@@ -32,22 +35,16 @@ from regfw.runs.folder import CHECKPOINT as FOLDER
 from regfw.training.divergence import DivergenceGuard
 
 STATE = "state.json"
-# The model of each checkpoint has its own file, named by epoch; `state.json` names the current
-# one. Writing the new model file, then `state.json`, then deleting the old file means a crash at
-# any point leaves a `state.json` whose model file exists and holds that same epoch.
-WEIGHTS_PATTERN = "epoch-{epoch:05d}.keras"
-OWN_FILES = ("epoch-*.keras", STATE, ".epoch-*.keras.*.tmp.keras", f".{STATE}.*.tmp")
+STATE_PATTERN = "epoch-{epoch:05d}.npz"
+OWN_FILES = ("epoch-*.npz", STATE, ".epoch-*.npz.*.tmp", f".{STATE}.*.tmp")
 
 
-def _seed_states(model: keras.Model) -> list[Any]:
-    """The state variables of every random-seed generator in the model (dropout, noise...)."""
-    names = {id(v) for v in model.weights}
-    return [v for v in model.variables if id(v) not in names and "seed_generator" in v.path]
-
-
-def weight_shapes(model: keras.Model) -> list[list[Any]]:
-    """`[path, shape]` of every model weight: what a checkpoint must match to be loaded."""
-    return [[v.path, list(v.shape)] for v in model.weights]
+def training_state(model: keras.Model) -> dict[str, Any]:
+    """Every variable a resumed run needs, by `model/<path>` and `optimizer/<path>`."""
+    state = {f"model/{v.path}": v for v in model.variables}
+    if model.optimizer is not None:
+        state.update({f"optimizer/{v.path}": v for v in model.optimizer.variables})
+    return state
 
 
 def _plain(value: Any) -> Any:
@@ -65,6 +62,31 @@ def save(model: keras.Model, path: Path) -> None:
     """
     with atomic.replacing(path, suffix=".keras") as tmp:
         model.save(tmp)
+
+
+def write(folder: Path, epoch: int, arrays: dict[str, np.ndarray], logs: dict[str, Any]) -> None:
+    """Writes one checkpoint: the state after `epoch` epochs and that epoch's logs.
+
+    Args:
+        folder: The run's `checkpoint/` folder.
+        epoch: Epochs completed.
+        arrays: The training state, by key (`training_state`).
+        logs: The last epoch's logs.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = STATE_PATTERN.format(epoch=epoch)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic.write_bytes(folder / name, buffer.getvalue())
+    previous = _read_state(folder)
+    atomic.write_json(folder / STATE, {
+        "state_file": name,
+        "epochs_completed": epoch,
+        "logs": {k: _plain(v) for k, v in logs.items()},
+    })  # fmt: skip
+    old = (previous or {}).get("state_file")
+    if old and old != name:
+        (folder / old).unlink(missing_ok=True)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -86,21 +108,8 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.guard.reason or (epoch + 1) % self.every:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        weights = WEIGHTS_PATTERN.format(epoch=epoch + 1)
-        save(self.model, self.folder / weights)
-        previous = _read_state(self.folder)
-        state = {
-            "weights_file": weights,
-            "epochs_completed": epoch + 1,
-            "seed_states": [ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)],
-            "weights": weight_shapes(self.model),
-            "logs": {k: _plain(v) for k, v in (logs or {}).items()},
-        }
-        atomic.write_json(self.folder / STATE, state)
-        old = (previous or {}).get("weights_file")
-        if old and old != weights:
-            (self.folder / old).unlink(missing_ok=True)
+        arrays = {k: ops.convert_to_numpy(v) for k, v in training_state(self.model).items()}
+        write(self.folder, epoch + 1, arrays, logs or {})
 
 
 def _read_state(folder: Path) -> dict[str, Any] | None:
@@ -110,16 +119,16 @@ def _read_state(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _architecture_change(saved: list[list[Any]], model: keras.Model) -> str | None:
+def _architecture_change(saved: dict[str, tuple[int, ...]], model: keras.Model) -> str | None:
     """Says how the checkpoint's weights differ from the model's, or None if they match."""
-    old = {path: tuple(shape) for path, shape in saved}
-    new = {path: tuple(shape) for path, shape in weight_shapes(model)}
+    old = {k: tuple(s) for k, s in saved.items() if k.startswith("model/")}
+    new = {k: tuple(v.shape) for k, v in training_state(model).items() if k.startswith("model/")}
     if old == new:
         return None
     changes = [
-        f"{path} {old.get(path, 'absent')} -> {new.get(path, 'absent')}"
-        for path in sorted(set(old) | set(new))
-        if old.get(path) != new.get(path)
+        f"{key.removeprefix('model/')} {old.get(key, 'absent')} -> {new.get(key, 'absent')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
     ]
     shown = "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "")
     return f"the checkpoint was saved by a different model (weight, checkpoint -> model: {shown})"
@@ -148,14 +157,14 @@ def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
         return 0, f"no checkpoint in {folder}; starting from scratch"
     try:
         state = json.loads((folder / STATE).read_text())
-        if "weights" in state and (change := _architecture_change(state["weights"], model)):
+        with np.load(folder / state["state_file"], allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        if change := _architecture_change({k: a.shape for k, a in arrays.items()}, model):
             raise RunFolderError(f"{where}: cannot resume: {change}")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(folder / state["weights_file"])
-        seed_states = _seed_states(model)
-        for variable, value in zip(seed_states, state["seed_states"], strict=True):
-            variable.assign(value)
+        for key, variable in training_state(model).items():
+            variable.assign(arrays[key])
         epochs = int(state["epochs_completed"])
     except RunFolderError:
         raise
@@ -173,7 +182,7 @@ def restore(model: keras.Model, run_dir: Path, where: str) -> tuple[int, str]:
 def remove(run_dir: Path) -> None:
     """Deletes the checkpoint files regfw wrote (a completed run's state is in model.keras).
 
-    Only regfw's own files go (`state.json`, the `epoch-*.keras` model files and temporaries a
+    Only regfw's own files go (`state.json`, the `epoch-*.npz` state files and temporaries a
     killed write left); the folder goes only if nothing else is in it.
     """
     folder = Path(run_dir) / FOLDER

@@ -49,6 +49,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         """Names the part of the loss that went non-finite first."""
         if not _finite(logs.get("data_loss")):
             return "the data loss went non-finite (penalties were finite)"
+        if hasattr(self.model, "jax_state_sync"):  # JAX keeps the weights apart mid-epoch
+            self.model.jax_state_sync()
         blamed = []
         for term in self.terms:
             bad = [

@@ -21,6 +21,10 @@ def forget_gradient_functions() -> int:
     Call it after `keras.backend.clear_session()`, when no earlier model is in use. Does nothing if
     TensorFlow's (private) registry is not where TensorFlow 2.16-2.21 keep it.
     """
+    import keras
+
+    if keras.config.backend() != "tensorflow":
+        return 0
     from tensorflow.python.framework import ops
 
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)

@@ -1,4 +1,4 @@
-"""The input pipeline: array data to `tf.data` batches, with no Python work per batch.
+"""The input pipeline: array data to batches, in a seeded order that every backend shares.
 
 Training batches follow a seeded permutation per epoch, drawn with a stateless shuffle from
 `(seed, epoch)`. Unlike `Dataset.shuffle`, whose order depends on how many times the dataset was
@@ -9,12 +9,18 @@ maps them onto it as sample weights of the data loss (penalties are never weight
 
 Under tf.distribute `batch_size` is the global batch: each replica gets its share, and multi-worker
 runs shard the batches between workers.
+
+On TensorFlow the batches come from `tf.data` (no Python work per batch). On JAX, where Keras
+would turn every `tf.data` batch into NumPy and then into a JAX array (about 2 ms a batch), they
+come from `EpochBatches`, a `keras.utils.PyDataset` that gathers the same samples, in the same
+order, from the NumPy arrays; class weights become the batches' sample weights there.
 """
 
 from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -54,6 +60,56 @@ def shuffled_batches(
         .with_options(_OPTIONS)
     )
     return dataset, math.ceil(len(x) / batch_size)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order epoch `epoch` visits `n` samples in: `stateless_shuffle(range(n), seed, epoch)`."""
+    seeds = tf.constant([seed, epoch], tf.int64)
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=seeds).numpy()
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """The training batches of `shuffled_batches`, from NumPy arrays (the JAX input pipeline).
+
+    Args:
+        x: Features, one sample per row.
+        y: Labels.
+        batch_size: Samples per step.
+        seed: Seed of the per-epoch permutations.
+        first_epoch: The epoch the batches start at (a resumed run's next epoch).
+        class_weight: Class -> weight, applied as the batches' sample weights, or None.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        seed: int,
+        first_epoch: int = 0,
+        class_weight: dict[int, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.weights = None
+        if class_weight is not None:
+            table = np.array([class_weight[c] for c in sorted(class_weight)], dtype=np.float32)
+            self.weights = table[np.asarray(y).reshape(-1).astype(np.int64)]
+        self.epoch = first_epoch
+        self.order = epoch_order(len(x), seed, first_epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.weights is None:
+            return self.x[rows], self.y[rows]
+        return self.x[rows], self.y[rows], self.weights[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = epoch_order(len(self.x), self.seed, self.epoch)
 
 
 def ordered_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:

@@ -63,11 +63,18 @@ def build(cfg: DictConfig) -> tuple[keras.Model, list[PenaltyTerm]]:
             loss=loss,
             metrics=metrics,
             weighted_metrics=weighted,
-            jit_compile=cfg.trainer.jit_compile,
+            jit_compile=jit_compile(cfg.trainer),
         )
     # model.keras records only Keras's own objects, so plain Keras loads it (see metrics.py).
     model.get_compile_config = functools.partial(keras_only_compile_config, model, weighted)
     return model, terms
+
+
+def jit_compile(trainer: DictConfig) -> bool:
+    """`trainer.jit_compile`; unset: compiled on JAX (without it JAX runs op by op), not on TF."""
+    if trainer.jit_compile is not None:
+        return trainer.jit_compile
+    return keras.config.backend() == "jax"
 
 
 def build_model(cfg: DictConfig) -> keras.Model:
@@ -145,28 +152,33 @@ def fit(
     callbacks: list[Any],
     initial_epoch: int = 0,
 ) -> keras.callbacks.History:
-    """Fits a model built by `build(cfg)` on `split` through the tf.data pipeline.
+    """Fits a model built by `build(cfg)` on `split` through the input pipeline.
 
-    Epoch `e` sees the same batches whether or not the run resumed at `initial_epoch`.
+    Epoch `e` sees the same batches whether or not the run resumed at `initial_epoch`, and on
+    either backend (`regfw.training.pipeline`).
     """
-    batch_size = cfg.trainer.batch_size
+    batch_size, seed = cfg.trainer.batch_size, cfg.trainer.seed
+    class_weight = data.class_weights(
+        OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
+        split.y_train,
+        split.num_classes,
+    )
+    common = {"epochs": cfg.trainer.epochs, "initial_epoch": initial_epoch,
+              "callbacks": callbacks, "verbose": cfg.trainer.verbose, "shuffle": False}  # fmt: skip
+    if keras.config.backend() == "jax":
+        train_data = pipeline.EpochBatches(split.x_train, split.y_train, batch_size, seed,
+                                           initial_epoch, class_weight)  # fmt: skip
+        return model.fit(train_data, validation_data=(split.x_val, split.y_val),
+                         validation_batch_size=batch_size, **common)  # fmt: skip
     train_data, steps = pipeline.shuffled_batches(
-        split.x_train, split.y_train, batch_size, cfg.trainer.seed, first_epoch=initial_epoch
+        split.x_train, split.y_train, batch_size, seed, first_epoch=initial_epoch
     )
     return model.fit(
         train_data,
         steps_per_epoch=steps,
         validation_data=pipeline.ordered_batches(split.x_val, split.y_val, batch_size),
-        epochs=cfg.trainer.epochs,
-        initial_epoch=initial_epoch,
-        class_weight=data.class_weights(
-            OmegaConf.to_container(cfg.trainer, resolve=True)["class_weight"],
-            split.y_train,
-            split.num_classes,
-        ),
-        callbacks=callbacks,
-        verbose=cfg.trainer.verbose,
-        shuffle=False,  # the dataset shuffles itself, seeded
+        class_weight=class_weight,
+        **common,
     )
 
 
@@ -212,8 +224,8 @@ def train(
                 log.info(note)
             return plan.previous
         distribute.prepare(cfg.trainer)  # GPU settings and multi-worker set-up precede TF's use
-        if cfg.trainer.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        if cfg.trainer.deterministic and keras.config.backend() == "tensorflow":
+            tf.config.experimental.enable_op_determinism()  # JAX on CPU is deterministic as is
         keras.backend.clear_session(free_memory=True)
         memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
         keras.utils.set_random_seed(cfg.trainer.seed)
@@ -253,7 +265,8 @@ def _fit_and_write(
         epochs_run = initial_epoch
     else:
         callbacks = make_callbacks(cfg, run_dir, terms, guard)
-        fitted = fit(cfg, model, split, callbacks, initial_epoch)
+        with distribute.fit_scope(cfg.trainer):
+            fitted = fit(cfg, model, split, callbacks, initial_epoch)
         history, epochs_run = fitted.history, initial_epoch + len(fitted.epoch)
     metrics = {
         "status": "diverged" if guard.reason else "completed",
