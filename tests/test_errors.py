@@ -32,7 +32,7 @@ MALFORMED = [
     (["trainer=fast"], ["trainer=fast", "no such option in group 'trainer'"]),
     (["penalty.scal=1e-4"], ["penalty.scal", "Did you mean 'penalty.scale'?"]),
     (["trainer.epochz=3"], ["trainer.epochz", "Did you mean 'trainer.epochs'?"]),
-    (["foo=1"], ["foo: no such config key", "use +foo=... to add one"]),
+    (["foo=1"], ["foo: no such config key", "Keys here: model, data, penalty"]),
     (["model.unitz=[3]"], ["model.unitz", "Did you mean 'model.units'?"]),
     (["penalty.scale=-1"], ["penalty.scale=-1", ">= 0"]),
     (["penalty.scale=inf"], ["penalty.scale=inf", "finite"]),

@@ -288,6 +288,8 @@ def _validate_optimizer(optimizer: DictConfig) -> None:
         number("optimizer.learning_rate", optimizer.learning_rate, low=0, low_open=True)
     if optimizer.get("weight_decay") is not None:
         number("optimizer.weight_decay", optimizer.weight_decay, low=0)
+    if optimizer.get("momentum") is not None:  # 1 never forgets a gradient: it diverges
+        number("optimizer.momentum", optimizer.momentum, low=0, high=1, high_open=True)
     _check_given("optimizer", optimizer)
 
 
@@ -313,7 +315,8 @@ def _validate_trainer(trainer: DictConfig, num_classes: int, metrics: list[str])
     if trainer.strategy == "multi_worker" and resolve(trainer) == "jax":
         allowed = "multi_worker runs on trainer.backend=tensorflow (TF_CONFIG); on JAX use mirrored"
         raise ConfigError("trainer.strategy", trainer.strategy, allowed)
-    choice("trainer.monitor", trainer.monitor, metrics)
+    # What the run returns to sweepers, which minimize it: one of the losses.
+    choice("trainer.monitor", trainer.monitor, [m for m in metrics if m.endswith("loss")])
     choice("trainer.strategy", trainer.strategy, STRATEGIES)
     choice("trainer.precision", trainer.precision, PRECISIONS)
     weights = trainer.class_weight
