@@ -127,7 +127,8 @@ def test_power_iteration_penalties_are_exact_in_training(fresh_keras, name):
     check(1e-3)
     state_paths = sorted(v.path for v in model.penalty_state.weights)
     assert state_paths == sorted(
-        f"penalty_state/{name}.{v.path.replace('/', '.')}" for v in term.variables
+        [f"penalty_state/{name}.scale"]
+        + [f"penalty_state/{name}.{v.path.replace('/', '.')}" for v in term.variables]
     )
     # The value used in a step: the regularizer Keras calls, on the trained weights.
     for v in term.variables:

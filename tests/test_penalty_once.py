@@ -69,7 +69,11 @@ def unpenalized_twin(model: keras.Model, overrides: list[str]) -> keras.Model:
     """A regfw model with no penalty attached and the same weights as `model`."""
     twin = regfw.build_model(regfw.compose(overrides))
     assert penalized(twin) == []
-    twin.set_weights(model.get_weights())
+    # `model.weights` ends with the penalty state (scales, power-iteration vectors), which the
+    # twin has none of.
+    own = [v for v in model.weights if not v.path.startswith("penalty_state/")]
+    assert len(own) == len(model.weights) - len(model.penalty_state.weights)
+    twin.set_weights([v.numpy() for v in own])
     return twin
 
 
@@ -209,7 +213,11 @@ def test_multi_output_adds_the_penalty_once():
 
     # The article's closure on each output adds the shared weights' penalty once per output.
     twin = _two_headed()
-    twin.set_weights(model.get_weights())
+    # `model.weights` ends with the penalty state (scales, power-iteration vectors), which the
+    # twin has none of.
+    own = [v for v in model.weights if not v.path.startswith("penalty_state/")]
+    assert len(own) == len(model.weights) - len(model.penalty_state.weights)
+    twin.set_weights([v.numpy() for v in own])
     assert penalized(twin) == []
     penalty = penalties.get("orthogonal", scale=scale)
     hidden_kernel = [twin.get_layer("hidden").kernel]

@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 
 class DataLoss(keras.metrics.Mean):
@@ -31,7 +32,9 @@ class DataLoss(keras.metrics.Mean):
         self._direction = "down"  # what Keras callbacks' mode="auto" reads: lower is better
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        value = self.loss(y_true, y_pred, sample_weight=sample_weight)
+        # Inside tf.distribute a Keras loss divides itself by the number of replicas (their sum is
+        # the global loss); Keras multiplies `loss` back before it reports it, and so do we.
+        value = unscale_loss_for_distribution(self.loss(y_true, y_pred, sample_weight=sample_weight))
         # Keras weighs each batch's loss by the batch size when it averages `loss` over an epoch.
         super().update_state(value, sample_weight=ops.shape(y_pred)[0])
 
