@@ -223,11 +223,11 @@ def test_the_jax_input_pipeline_gives_the_tf_data_batches():
     batches = pipeline.EpochBatches(x, y, 16, seed=7, first_epoch=2, class_weight={0: 1.0, 1: 3.0})
     expected = iter(dataset)
     assert len(batches) == steps == 4
-    for _ in range(3):  # epochs 2, 3, 4
+    for epoch in (2, 3, 4):
+        batches.set_epoch(epoch)
         for index in range(steps):
             xb, yb = next(expected)
             got = batches[index]
             np.testing.assert_array_equal(got[0], xb.numpy())
             np.testing.assert_array_equal(got[1], yb.numpy())
             np.testing.assert_array_equal(got[2], np.where(yb.numpy() == 1, 3.0, 1.0))
-        batches.on_epoch_end()

@@ -107,9 +107,26 @@ class EpochBatches(keras.utils.PyDataset):
             return self.x[rows], self.y[rows]
         return self.x[rows], self.y[rows], self.weights[rows]
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self.order = epoch_order(len(self.x), self.seed, self.epoch)
+    def set_epoch(self, epoch: int) -> None:
+        """Serves epoch `epoch`'s permutation from now on."""
+        if epoch != self.epoch:
+            self.epoch, self.order = epoch, epoch_order(len(self.x), self.seed, epoch)
+
+
+class EpochOfBatches(keras.callbacks.Callback):
+    """Tells an `EpochBatches` which epoch starts.
+
+    Keras's own `PyDataset.on_epoch_begin/on_epoch_end` cannot: Keras peeks at a batch and ends
+    an "epoch" before the first one, so counting their calls is off by one. A callback's
+    `on_epoch_begin(epoch)` gets the epoch number itself, before the epoch's batches are read.
+    """
+
+    def __init__(self, batches: EpochBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.set_epoch(epoch)
 
 
 def ordered_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:

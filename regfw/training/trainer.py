@@ -121,7 +121,11 @@ def default_output_dir() -> Path:
     return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """The last epoch's logs, by section (train, validation, penalty, penalty_scale, diagnostics).
+
+    A value that is not finite becomes None (null in `metrics.json`).
+    """
     final = {k: float(v[-1]) if math.isfinite(v[-1]) else None for k, v in history.items()}
     sections = {
         "validation": "val_",
@@ -139,7 +143,8 @@ def _final_metrics(history: dict[str, list[float]]) -> dict[str, dict[str, float
     return grouped
 
 
-def _objective(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the run returns to a sweeper: `trainer.monitor`'s final value."""
     monitor = cfg.trainer.monitor
     scope = metrics["validation"] if monitor.startswith("val_") else metrics["train"]
     return {"name": monitor, "value": scope.get(monitor.removeprefix("val_"))}
@@ -168,6 +173,7 @@ def fit(
     if keras.config.backend() == "jax":
         train_data = pipeline.EpochBatches(split.x_train, split.y_train, batch_size, seed,
                                            initial_epoch, class_weight)  # fmt: skip
+        common["callbacks"] = [pipeline.EpochOfBatches(train_data), *callbacks]
         return model.fit(train_data, validation_data=(split.x_val, split.y_val),
                          validation_batch_size=batch_size, **common)  # fmt: skip
     train_data, steps = pipeline.shuffled_batches(
@@ -274,13 +280,13 @@ def _fit_and_write(
         "wall_time_s": round(time.perf_counter() - start, 3),
         "rss_mb": memory.resident_memory_mb(),  # at the end of the run: growth over a sweep
         "output_dir": str(run_dir),
-        **_final_metrics(history),
+        **final_metrics(history),
     }
     if guard.reason:
         metrics["error"] = guard.reason
     else:
         checkpoints.save(model, run_dir / folder.MODEL)
-    metrics["objective"] = _objective(cfg, metrics)
+    metrics["objective"] = objective(cfg, metrics)
     atomic.write_json(run_dir / folder.METRICS, metrics)
     if not guard.reason:
         checkpoints.remove(run_dir)  # only now: model.keras and metrics.json are on disk
