@@ -16,6 +16,7 @@ Importing `regfw` does not import TensorFlow; `build_model`, `train` and `regfw.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,8 @@ def load_model(path: str | Path) -> keras.Model:
 
     run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
     config = run_dir / ".hydra" / "config.yaml"
-    if config.is_file():  # the run's backend, if Keras is not imported yet
+    # The run's backend if Keras is not imported yet; else the current one (either loads it).
+    if config.is_file() and "keras" not in sys.modules:
         backend.use(OmegaConf.load(config).trainer)
     from regfw.training.trainer import load_model as _load_model
 

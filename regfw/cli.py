@@ -209,6 +209,13 @@ def find_problem(argv: list[str], folders: bool = True) -> str | None:
         except Exception as error:  # a config the checks cannot even read (e.g. ~penalty)
             return f"the composed config is incomplete: {type(error).__name__}: {error}"
         backends.add(backend.resolve(cfg.trainer))
+        launcher = str(OmegaConf.select(hydra_node, "launcher._target_", default=""))
+        if launcher.endswith("StackedLauncher") and backend.resolve(cfg.trainer) != "jax":
+            return (
+                f"hydra/launcher=stacked: needs trainer.backend=jax (trainer.backend="
+                f"{backend.resolve(cfg.trainer)}): a stack is one jax.vmap program; add "
+                "trainer.backend=jax, or use the basic launcher"
+            )
     if len(backends) > 1:
         return (
             f"trainer.backend: the jobs of this multirun ask for {' and '.join(sorted(backends))},"

@@ -78,7 +78,7 @@ def write(folder: Path, epoch: int, arrays: dict[str, np.ndarray], logs: dict[st
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic.write_bytes(folder / name, buffer.getvalue())
-    previous = _read_state(folder)
+    previous = read_state(folder)
     atomic.write_json(folder / STATE, {
         "state_file": name,
         "epochs_completed": epoch,
@@ -112,7 +112,8 @@ class Checkpoint(keras.callbacks.Callback):
         write(self.folder, epoch + 1, arrays, logs or {})
 
 
-def _read_state(folder: Path) -> dict[str, Any] | None:
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """A checkpoint folder's `state.json`, or None if there is none or it is unreadable."""
     try:
         return json.loads((folder / STATE).read_text())
     except (OSError, ValueError):

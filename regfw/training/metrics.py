@@ -34,7 +34,9 @@ class DataLoss(keras.metrics.Mean):
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         # Inside tf.distribute a Keras loss divides itself by the number of replicas (their sum is
         # the global loss); Keras multiplies `loss` back before it reports it, and so do we.
-        value = unscale_loss_for_distribution(self.loss(y_true, y_pred, sample_weight=sample_weight))
+        value = unscale_loss_for_distribution(
+            self.loss(y_true, y_pred, sample_weight=sample_weight)
+        )
         # Keras weighs each batch's loss by the batch size when it averages `loss` over an epoch.
         super().update_state(value, sample_weight=ops.shape(y_pred)[0])
 

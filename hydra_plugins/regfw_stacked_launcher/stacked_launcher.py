@@ -1,0 +1,87 @@
+"""`hydra/launcher=stacked`: a Hydra launcher that trains a sweep's jobs as vectorized programs.
+
+Jobs that differ only in numbers a program can carry per job (penalty scales and parameters,
+seeds, optimizer hyperparameters, schedule numbers) train together as one `jax.vmap`-ed program;
+the others run one after another in this process. See `regfw.sweeps.stacked` and the README's
+"Stacked sweeps". Needs `trainer.backend=jax`.
+"""
+
+# No `from __future__ import annotations`: Hydra imports plugin modules in a way that leaves
+# dataclasses unable to resolve string annotations.
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackedLauncherConf:
+    """The launcher's settings."""
+
+    _target_: str = "hydra_plugins.regfw_stacked_launcher.stacked_launcher.StackedLauncher"
+    max_stack: int = 64  # the most jobs one program trains; larger groups are split
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="regfw"
+)
+
+
+class StackedLauncher(Launcher):
+    """Launches a sweep's jobs, stacked where they can be.
+
+    Args:
+        max_stack: The most jobs one program trains.
+    """
+
+    def __init__(self, max_stack: int = 64) -> None:
+        self.max_stack = max_stack
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from regfw.sweeps import stacked
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs, stacked where they share a program")
+        jobs = []
+        for offset, overrides in enumerate(job_overrides):
+            index = initial_job_idx + offset
+            log.info(f"\t#{index} : {' '.join(filter_overrides(overrides))}")
+            config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            jobs.append(stacked.Job(config, index, overrides))
+        returns = stacked.launch(jobs, self.max_stack, self._run_alone, self.hydra_context)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
+
+    def _run_alone(self, job: Any) -> JobReturn:
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=job.config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret

@@ -1,0 +1,184 @@
+"""The stacked launcher's work: each group of jobs that share a program trains as one.
+
+`hydra/launcher=stacked` (`hydra_plugins.regfw_stacked_launcher`) composes every job's config,
+then `launch` groups the jobs (`regfw.sweeps.stacking`), trains each group of two or more with
+`regfw.training.stacked.train_stack`, and runs the others one after another in this process, as
+Hydra's basic launcher would, saying which and why. Every job gets its own folder exactly as a
+run alone writes it (its `.hydra/` record, `train.log`, TensorBoard events, checkpoints,
+`metrics.json`, `model.keras`), and Hydra's callbacks see every job start and end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from regfw.errors import RegfwError
+from regfw.runs import folder
+from regfw.sweeps import stacking
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    """One job of the sweep: its full config (Hydra's node too), folder and plan."""
+
+    def __init__(self, config: DictConfig, index: int, overrides: Sequence[str]) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        self.config, self.index, self.overrides = config, index, list(overrides)
+        with open_dict(config):
+            config.hydra.job.id = index
+            config.hydra.job.num = index
+        HydraConfig.instance().set_config(config)
+        sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        self.run_dir = Path(
+            os.path.abspath(
+                os.path.join(sweep_dir, str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            )
+        )
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = str(self.run_dir)
+        self.cfg = copy.deepcopy(config)
+        with read_write(self.cfg), open_dict(self.cfg):
+            del self.cfg["hydra"]
+        self.where = f"hydra.sweep.dir={sweep_dir} (job {index})"
+        state = folder.inspect(self.run_dir)
+        try:
+            self.plan = folder.plan(
+                state,
+                OmegaConf.to_container(self.cfg, resolve=True),
+                bool(self.cfg.trainer.resume),
+                self.where,
+            )
+        except RegfwError:
+            self.plan = None  # the job's own run says why, when it runs alone
+        self.alone = stacking.why_alone(self.cfg)
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Makes this job's Hydra config and log file current (for its record and logs)."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.utils import configure_log
+
+        saved = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(self.config)
+        configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+        try:
+            yield
+        finally:
+            HydraConfig.instance().cfg = saved
+            # Back to the sweep's logging: what follows must not land in this job's train.log.
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+
+def launch(
+    jobs: list[Job], max_stack: int, run_alone: Callable[[Job], Any], context: Any
+) -> list[Any]:
+    """Trains the jobs, stacked where they can be; returns Hydra's `JobReturn` of each, in order.
+
+    Args:
+        jobs: The sweep's jobs.
+        max_stack: The most jobs one program trains (`hydra.launcher.max_stack`).
+        run_alone: Runs one job as Hydra's basic launcher does (`run_job`).
+        context: Hydra's context (its callbacks are called for every stacked job).
+    """
+    results: dict[int, Any] = {}
+    stackable = [j for j in jobs if not j.alone and j.plan and j.plan.action in ("fresh", "resume")]
+    for job in jobs:
+        if job.alone:
+            log.info("job %d runs alone: %s", job.index, job.alone)
+    by_epoch: dict[int, list[Job]] = {}
+    for job in stackable:
+        by_epoch.setdefault(job.plan.epochs_done, []).append(job)
+    for members in by_epoch.values():
+        for indices in stacking.groups([j.cfg for j in members], max_stack):
+            group = [members[i] for i in indices]
+            if len(group) == 1:
+                log.info("job %d runs alone: no other job shares its program", group[0].index)
+                continue
+            results.update(_train_group(group, context))
+    for job in jobs:
+        if job.index not in results:
+            results[job.index] = run_alone(job)
+    return [results[job.index] for job in jobs]
+
+
+def _train_group(group: list[Job], context: Any) -> dict[int, Any]:
+    """Trains one stack.
+
+    A stack that cannot be set up (a job's data or model is wrong) has written nothing: its jobs
+    run one by one instead, and each records its own failure. A stack that fails while training
+    records the failure in every job's folder.
+    """
+    from regfw.sweeps.callback import record_failure
+    from regfw.training import stacked
+
+    log.info("jobs %s train as one program", ", ".join(str(j.index) for j in group))
+    with contextlib.ExitStack() as claims:
+        claimed = []
+        try:
+            for job in group:
+                with job.current():
+                    context.callbacks.on_job_start(config=job.config, task_function=None)
+                    claimed.append(
+                        claims.enter_context(folder.claim(job.run_dir, job.cfg, job.where))
+                    )
+
+            def record() -> None:
+                for job, claim in zip(group, claimed, strict=True):
+                    with job.current():
+                        claim.record(job.cfg)
+                        for note in claim.plan.notes:
+                            log.info(note)
+
+            metrics = stacked.train_stack(
+                [
+                    stacked.StackedJob(j.cfg, j.run_dir, c.plan.epochs_done, j.current)
+                    for j, c in zip(group, claimed, strict=True)
+                ],
+                before_training=record,
+            )
+        except Exception as error:
+            reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            if not claimed or not all(c.recorded for c in claimed):
+                log.error(
+                    "the stack of jobs %s could not be set up (%s); they run one by one",
+                    ", ".join(str(j.index) for j in group),
+                    reason,
+                )
+                return {}
+            log.error(
+                "the stack of jobs %s failed: %s", ", ".join(str(j.index) for j in group), reason
+            )
+            metrics = []
+            for job in group:
+                with job.current():
+                    record_failure(job.run_dir, job.cfg, "failed", reason)
+                metrics.append({"objective": {"value": None}})
+    returns = {}
+    for job, result in zip(group, metrics, strict=True):
+        returns[job.index] = _job_return(job, result)
+        with job.current():
+            context.callbacks.on_job_end(config=job.config, job_return=returns[job.index])
+    return returns
+
+
+def _job_return(job: Job, metrics: dict[str, Any]) -> Any:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn()
+    ret.cfg, ret.hydra_cfg = job.cfg, copy.deepcopy(job.config)
+    ret.overrides, ret.working_dir, ret.task_name = job.overrides, os.getcwd(), "train"
+    value = metrics["objective"]["value"]
+    ret.return_value = math.nan if value is None else value
+    ret.status = JobStatus.COMPLETED
+    return ret

@@ -1,0 +1,466 @@
+"""Trains a group of jobs as one vectorized JAX program: the engine of `hydra/launcher=stacked`.
+
+The jobs share one Keras model (the template) and its stateless steps, Keras's own `train_step`
+and `test_step`; `jax.vmap` runs them over a leading job axis and `lax.scan` over an epoch's
+batches, so one call trains every job for an epoch. What differs per job travels as state: the
+weights (each job's model is built under its own seed, as a run alone builds it), dropout's seed
+states, the penalties' scales and power-iteration blocks, the optimizer's variables (its learning
+rate among them), the metrics, and each job's data (split and order come from `trainer.seed`).
+Numbers the template keeps as Python attributes (an optimizer's `weight_decay`, a penalty's
+`alpha`) are put in place while the step is traced, so they are per-job inputs of the program too.
+
+A job whose loss goes non-finite stops updating after that step (its state then is kept for the
+divergence attribution, as a run alone keeps it); nothing crosses the job axis, so the other jobs
+are untouched. After each epoch every job's state goes into the template for that job's own
+callbacks (penalty values, diagnostics, TensorBoard, checkpoints), so each job folder is a
+standalone run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from regfw.build import data, models
+from regfw.build.attach import attach_penalties
+from regfw.config.schedules import multiplier
+from regfw.config.terms import term_specs
+from regfw.runs import atomic, folder
+from regfw.training import checkpoints, memory, pipeline
+from regfw.training.callbacks import make_callbacks
+from regfw.training.divergence import DivergenceGuard
+from regfw.training.trainer import build, build_optimizer, final_metrics, objective
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class StackedJob:
+    """One job of a stack.
+
+    Attributes:
+        cfg: The job's config (without Hydra's node).
+        run_dir: The job's folder (claimed and recorded by the caller).
+        initial_epoch: Epochs already in its checkpoint (0: a fresh run).
+        use: Makes the job's Hydra config current (for its record and logs); None outside Hydra.
+    """
+
+    cfg: DictConfig
+    run_dir: Path
+    initial_epoch: int = 0
+    use: Any = None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Knobs:
+    """The per-job numbers the template keeps as Python attributes, and putting them in place.
+
+    Args:
+        template: The compiled template model.
+        terms: Its penalty terms.
+        jobs: The stack's jobs.
+    """
+
+    def __init__(self, template: keras.Model, terms: list[Any], jobs: list[StackedJob]) -> None:
+        self.places: list[tuple[Any, str, bool]] = []  # (object, name, whether a dict key)
+        columns: list[list[float]] = []
+        optimizers = [OmegaConf.to_container(j.cfg.optimizer, resolve=True) for j in jobs]
+        for key in sorted(optimizers[0]):
+            values = [o.get(key) for o in optimizers]
+            varies = all(_is_number(v) for v in values) and len(set(values)) > 1
+            if varies and key != "learning_rate" and hasattr(template.optimizer, key):
+                self.places.append((template.optimizer, key, False))
+                columns.append([float(v) for v in values])
+        for index, term in enumerate(terms):
+            specs = [term_specs(j.cfg, "penalty")[index][2] for j in jobs]
+            for key in term.penalty.params:
+                values = [s.get(key) for s in specs]
+                if all(_is_number(v) for v in values) and len(set(values)) > 1:
+                    self.places.append((term.penalty.params, key, True))
+                    columns.append([float(v) for v in values])
+        self.values = np.asarray(columns, dtype=np.float32).T.reshape(len(jobs), len(columns))
+
+    @contextlib.contextmanager
+    def set(self, values: Any) -> Iterator[None]:
+        """Puts one job's `values` in place (tracers while tracing, numbers for its callbacks)."""
+        saved = [obj[name] if key else getattr(obj, name) for obj, name, key in self.places]
+        try:
+            for (obj, name, key), value in zip(self.places, values, strict=True):
+                obj.__setitem__(name, value) if key else setattr(obj, name, value)
+            yield
+        finally:
+            for (obj, name, key), value in zip(self.places, saved, strict=True):
+                obj.__setitem__(name, value) if key else setattr(obj, name, value)
+
+
+def _same_split(a: data.Split, b: data.Split) -> bool:
+    return all(
+        np.array_equal(getattr(a, f), getattr(b, f))
+        for f in ("x_train", "y_train", "x_val", "y_val")
+    )
+
+
+def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
+    """A job's starting state: its checkpoint, or its own model built as a run alone builds it.
+
+    The arrays are the trainable, non-trainable and optimizer variables, in the template's order.
+    """
+    variables = [*template.trainable_variables, *template.non_trainable_variables]
+    if job.initial_epoch:
+        folder_ = job.run_dir / folder.CHECKPOINT
+        state = checkpoints.read_state(folder_)
+        with np.load(folder_ / state["state_file"], allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        optimizer = [arrays[f"optimizer/{v.path}"] for v in template.optimizer.variables]
+        return [arrays[f"model/{v.path}"] for v in variables] + optimizer
+    keras.utils.set_random_seed(job.cfg.trainer.seed)
+    model = models.build(job.cfg.model, tuple(job.cfg.data.input_shape), job.cfg.data.num_classes)
+    attach_penalties(model, job.cfg)
+    optimizer = build_optimizer(job.cfg.optimizer)
+    optimizer.build(model.trainable_variables)
+    own = [*model.trainable_variables, *model.non_trainable_variables]
+    # Paths may differ by Keras's unique-name suffixes (`seed_generator_1/...`): compare shapes.
+    if [(tuple(v.shape), v.dtype) for v in own] != [(tuple(v.shape), v.dtype) for v in variables]:
+        raise ValueError(f"{job.run_dir}: its model differs from the stack's")
+    return [np.asarray(v) for v in [*own, *optimizer.variables]]
+
+
+def _build_metrics(template: keras.Model, split: data.Split, batch: int) -> None:
+    """Builds the template's loss and metrics on one batch (eagerly), then resets them."""
+    x, y = split.x_train[:batch], split.y_train[:batch]
+    y_pred = template(x, training=False)
+    template.compute_loss(x, y, y_pred)
+    template.compute_metrics(x, y, y_pred, None)
+    template.reset_metrics()
+    template.optimizer.build(template.trainable_variables)
+
+
+class Program:
+    """The compiled epoch and validation of a stack: one call each trains or checks every job.
+
+    Args:
+        template: The compiled template model (its loss and metrics built).
+        knobs: The per-job numbers it keeps as attributes.
+        job: One job's state, metrics and data (unbatched), to learn the logs' shapes from.
+        shared: Whether every job has the same data (else the data has a job axis).
+    """
+
+    def __init__(
+        self, template: keras.Model, knobs: Knobs, job: dict[str, Any], shared: bool
+    ) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        trainable = len(template.trainable_variables)
+        model_vars = trainable + len(template.non_trainable_variables)
+
+        def train_step(flat, metrics, knob, x, y, w):
+            state = (flat[:trainable], flat[trainable:model_vars], flat[model_vars:], metrics)
+            with knobs.set(list(knob)):
+                logs, (tr, nt, opt, me) = template.train_step(
+                    state, (x, y) if w is None else (x, y, w)
+                )
+            return [*tr, *nt, *opt], list(me), logs
+
+        def test_step(flat, metrics, knob, x, y):
+            state = (flat[:trainable], flat[trainable:model_vars], metrics)
+            with knobs.set(list(knob)):
+                logs, (tr, nt, me) = template.test_step(state, (x, y))
+            return [*tr, *nt, *flat[model_vars:]], list(me), logs
+
+        rows = jnp.arange(template_batch(job), dtype=jnp.int32)
+        probe = (job["flat"], job["metrics"], job["knob"], job["x"][rows], job["y"][rows])
+        w_probe = None if job["w"] is None else job["w"][rows]
+        train_shapes = jax.eval_shape(train_step, *probe, w_probe)[2]
+        test_shapes = jax.eval_shape(test_step, *probe)[2]
+
+        def zeros(shapes):
+            return {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+
+        def job_epoch(flat, metrics, knob, active, bad, x, y, w, order, tail):
+            def body(carry, rows):
+                flat, metrics, active, bad, logs, index = carry
+                new_flat, new_metrics, new_logs = train_step(
+                    flat, metrics, knob, x[rows], y[rows], None if w is None else w[rows]
+                )
+                keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+                flat = [keep(n, o) for n, o in zip(new_flat, flat, strict=True)]
+                metrics = [keep(n, o) for n, o in zip(new_metrics, metrics, strict=True)]
+                logs = {k: keep(v, logs[k]) for k, v in new_logs.items()}
+                finite = jnp.isfinite(new_logs["loss"])
+                bad = jnp.where(active & ~finite, index, bad)
+                return (flat, metrics, active & finite, bad, logs, index + 1), None
+
+            carry = (flat, metrics, active, bad, zeros(train_shapes), jnp.int32(0))
+            carry, _ = jax.lax.scan(body, carry, order)
+            if tail is not None:
+                carry, _ = body(carry, tail)
+            return carry[:5]
+
+        def job_validate(flat, metrics, knob, x, y, order, tail):
+            def body(carry, rows):
+                return test_step(carry[0], carry[1], knob, x[rows], y[rows]), None
+
+            carry, _ = jax.lax.scan(body, (flat, metrics, zeros(test_shapes)), order)
+            if tail is not None:
+                carry, _ = body(carry, tail)
+            return carry
+
+        data = None if shared else 0
+        self.epoch = jax.jit(jax.vmap(job_epoch, in_axes=(0, 0, 0, 0, 0, data, data, data, 0, 0)))
+        self.validate = jax.jit(jax.vmap(job_validate, in_axes=(0, 0, 0, data, data, None, None)))
+
+
+def template_batch(job: dict[str, Any]) -> int:
+    """The batch size a stack's program is probed with."""
+    return int(job["batch"])
+
+
+def _orders(jobs: list[StackedJob], n: int, batch: int, epoch: int) -> tuple[Any, Any]:
+    """Each job's batches of an epoch: full batches (jobs, steps, batch) and the tail (or None)."""
+    orders = np.stack([pipeline.epoch_order(n, j.cfg.trainer.seed, epoch) for j in jobs])
+    full = (n // batch) * batch
+    steps = orders[:, :full].reshape(len(jobs), n // batch, batch).astype(np.int32)
+    tail = orders[:, full:].astype(np.int32) if full < n else None
+    return steps, tail
+
+
+def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dict[str, Any]]:
+    """Trains the jobs: same `regfw.sweeps.stacking.stack_key`, same initial epoch, claimed.
+
+    Args:
+        jobs: The jobs.
+        before_training: Called once everything is built and checked (data, models, program),
+            before anything is written: the caller records the jobs' folders there.
+
+    Returns:
+        Each job's `metrics.json` contents, in order (also written to its folder).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    start = time.perf_counter()
+    first = jobs[0].cfg
+    epochs, batch = first.trainer.epochs, first.trainer.batch_size
+    initial = jobs[0].initial_epoch
+    keras.backend.clear_session(free_memory=True)
+    memory.forget_gradient_functions()
+    splits = [data.load(j.cfg.data, seed=j.cfg.trainer.seed) for j in jobs]
+    shared = all(_same_split(splits[0], s) for s in splits[1:])
+    keras.utils.set_random_seed(first.trainer.seed)
+    template, terms = build(first)
+    _build_metrics(template, splits[0], batch)
+    knobs = Knobs(template, terms, jobs)
+    flat = [
+        jnp.asarray(np.stack(v))
+        for v in zip(*(_initial_state(template, j) for j in jobs), strict=True)
+    ]
+    zeros = [jnp.zeros((len(jobs), *v.shape), v.dtype) for v in template.metrics_variables]
+    class_weight = data.class_weights(
+        OmegaConf.to_container(first.trainer, resolve=True)["class_weight"],
+        splits[0].y_train,
+        splits[0].num_classes,
+    )
+
+    def stacked(name: str) -> Any:
+        arrays = [getattr(s, name) for s in splits]
+        return jnp.asarray(arrays[0] if shared else np.stack(arrays))
+
+    x, y, x_val, y_val = (stacked(n) for n in ("x_train", "y_train", "x_val", "y_val"))
+    w = None
+    if class_weight is not None:
+        table = np.array([class_weight[c] for c in sorted(class_weight)], dtype=np.float32)
+        labels = [s.y_train.reshape(-1).astype(np.int64) for s in splits]
+        w = jnp.asarray(table[labels[0]] if shared else np.stack([table[lab] for lab in labels]))
+    one = {
+        "flat": [f[0] for f in flat],
+        "metrics": [z[0] for z in zeros],
+        "knob": jnp.asarray(knobs.values[0]),
+        "x": x if shared else x[0],
+        "y": y if shared else y[0],
+        "w": None if w is None else (w if shared else w[0]),
+        "batch": min(batch, len(splits[0].x_train)),
+    }
+    program = Program(template, knobs, one, shared)
+    n, n_val = len(splits[0].x_train), len(splits[0].x_val)
+    val_full = (n_val // batch) * batch
+    val_order = jnp.arange(val_full, dtype=jnp.int32).reshape(-1, batch)
+    val_tail = jnp.arange(val_full, n_val, dtype=jnp.int32) if val_full < n_val else None
+
+    if before_training is not None:
+        before_training()
+    knob = jnp.asarray(knobs.values)
+    active = jnp.ones(len(jobs), bool)
+    bad = jnp.full(len(jobs), -1, jnp.int32)
+    own = [_JobRun(job, template, terms, knobs, knobs.values[i]) for i, job in enumerate(jobs)]
+    for run in own:
+        others = ", ".join(str(j.run_dir.name) for j in jobs if j is not run.job)
+        run.log(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
+                + (f", from epoch {initial}" if initial else ""))  # fmt: skip
+    running = [True] * len(jobs)
+    compile_seconds = None
+    for epoch in range(initial, epochs):
+        flat = _schedule(flat, template, terms, jobs, epoch)
+        steps, tail = _orders(jobs, n, batch, epoch)
+        tick = time.perf_counter()
+        flat, _, active, bad, train_logs = program.epoch(
+            flat,
+            zeros,
+            knob,
+            active,
+            bad,
+            x,
+            y,
+            w,
+            jnp.asarray(steps),
+            None if tail is None else jnp.asarray(tail),
+        )
+        flat, _, val_logs = program.validate(flat, zeros, knob, x_val, y_val, val_order, val_tail)
+        host = jax.device_get((flat, active, bad, train_logs, val_logs))
+        compile_seconds = compile_seconds or time.perf_counter() - tick
+        for i, run in enumerate(own):
+            if not running[i]:
+                continue
+            logs = {k: float(v[i]) for k, v in host[3].items()}
+            logs.update({f"val_{k}": float(v[i]) for k, v in host[4].items()})
+            diverged = not bool(host[1][i])
+            running[i] = run.epoch_end(
+                epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
+            )
+        if not any(running):
+            break
+    results = [run.finish(initial, time.perf_counter() - start) for run in own]
+    log.info(
+        "stacked: %d jobs in %.1f s (first epoch, with compiling: %.1f s)",
+        len(jobs),
+        time.perf_counter() - start,
+        compile_seconds or 0.0,
+    )
+    return results
+
+
+def _schedule(
+    flat: list[Any], template: keras.Model, terms: list[Any], jobs: list[StackedJob], epoch: int
+) -> list[Any]:
+    """Each job's penalty scales for `epoch` (its schedules), in the stacked state."""
+    import jax.numpy as jnp
+
+    offset = len(template.trainable_variables)
+    positions = {id(v): offset + i for i, v in enumerate(template.non_trainable_variables)}
+    flat = list(flat)
+    for index, term in enumerate(terms):
+        specs = [term_specs(j.cfg, "penalty")[index][2] for j in jobs]
+        if all((s.get("schedule") or {}).get("name", "constant") == "constant" for s in specs):
+            continue
+        scales = [s["scale"] * multiplier(s.get("schedule"), epoch) for s in specs]
+        position = positions[id(term.penalty.scale_variable)]
+        flat[position] = jnp.asarray(np.asarray(scales, dtype=flat[position].dtype))
+    return flat
+
+
+class _JobRun:
+    """One job's side of a stack: its callbacks, history, guard and outputs."""
+
+    def __init__(
+        self,
+        job: StackedJob,
+        template: keras.Model,
+        terms: list[Any],
+        knobs: Knobs,
+        knob: np.ndarray,
+    ) -> None:
+        self.job, self.template, self.knobs, self.knob = job, template, knobs, knob
+        specs = term_specs(job.cfg, "penalty")
+        self.terms = [
+            dataclasses.replace(t, base_scale=float(s["scale"]), schedule=s.get("schedule"))
+            for t, (_, _, s) in zip(terms, specs, strict=True)
+        ]
+        self.guard = DivergenceGuard(self.terms)
+        self.history = keras.callbacks.History()  # last: it sees what the others added
+        with self._current():
+            self.callbacks = keras.callbacks.CallbackList(
+                [*make_callbacks(job.cfg, job.run_dir, self.terms, self.guard), self.history],
+                model=template,
+            )
+            self.callbacks.on_train_begin()
+        self.state: list[np.ndarray] | None = None
+
+    def log(self, message: str) -> None:
+        """Logs a line as this job's (into its `train.log`)."""
+        with self._current():
+            log.info(message)
+
+    @contextlib.contextmanager
+    def _current(self) -> Iterator[None]:
+        with self.job.use() if self.job.use else contextlib.nullcontext():
+            yield
+
+    def _load(self, state: list[np.ndarray]) -> None:
+        """Puts this job's state (and its numbers) into the template."""
+        variables = [
+            *self.template.trainable_variables,
+            *self.template.non_trainable_variables,
+            *self.template.optimizer.variables,
+        ]
+        for variable, value in zip(variables, state, strict=True):
+            variable.assign(value)
+        self.state = state
+
+    def epoch_end(
+        self, epoch: int, state: list[np.ndarray], logs: dict[str, float], bad_step: int | None
+    ) -> bool:
+        """Runs the job's callbacks for `epoch`; returns whether the job goes on."""
+        self._load(state)
+        with self._current(), self.knobs.set([float(v) for v in self.knob]):
+            if bad_step is not None:
+                where = f"epoch {epoch + 1}, batch {bad_step + 1}"
+                self.guard.reason = (
+                    f"loss became non-finite at {where}: {self.guard.attribute(logs)}"
+                )
+            # As in `fit`: the validation pass's callbacks (TensorBoard's evaluation_* tags), then
+            # the epoch's.
+            self.callbacks.on_test_begin()
+            self.callbacks.on_test_end(
+                {k.removeprefix("val_"): v for k, v in logs.items() if k.startswith("val_")}
+            )
+            self.callbacks.on_epoch_end(epoch, logs)
+        return bad_step is None
+
+    def finish(self, initial: int, seconds: float) -> dict[str, Any]:
+        """Writes `model.keras` (unless diverged) and `metrics.json`; drops the checkpoint."""
+        job = self.job
+        metrics = {
+            "status": "diverged" if self.guard.reason else "completed",
+            "epochs_run": initial + len(self.history.epoch),
+            "wall_time_s": round(seconds, 3),
+            "rss_mb": memory.resident_memory_mb(),
+            "output_dir": str(job.run_dir),
+            **final_metrics(self.history.history),
+        }
+        if self.state is not None:
+            self._load(self.state)
+        with self._current(), self.knobs.set([float(v) for v in self.knob]):
+            self.callbacks.on_train_end()
+            if self.guard.reason:
+                metrics["error"] = self.guard.reason
+            else:
+                checkpoints.save(self.template, job.run_dir / folder.MODEL)
+            metrics["objective"] = objective(job.cfg, metrics)
+            atomic.write_json(job.run_dir / folder.METRICS, metrics)
+            log.info("%s after %d epochs: %s=%s", metrics["status"], metrics["epochs_run"],
+                     metrics["objective"]["name"], metrics["objective"]["value"])  # fmt: skip
+            if not self.guard.reason:
+                checkpoints.remove(job.run_dir)
+        return metrics

@@ -1,0 +1,232 @@
+"""`hydra/launcher=stacked`: a grid trains as one `jax.vmap` program, each job as if alone.
+
+The launcher runs on the JAX backend, so the sweeps run in subprocesses (this process runs
+TensorFlow). Each end-to-end test compares a stacked sweep with the same sweep through Hydra's
+basic launcher, job by job: every job's numbers must be those of the job run alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import regfw
+from regfw.cli import find_problem
+from regfw.sweeps import stacking
+from tests.conftest import REPO, event_scalars, event_tags, read_metrics, run_train
+
+JAX = ["trainer.backend=jax", "trainer.verbose=0", "trainer.histograms=false"]
+DIGITS = [*JAX, "data=digits", "trainer.batch_size=64"]
+
+
+# ------------------------------------------------------------------------------------------
+# Which jobs stack (pure Python on configs: fast).
+# ------------------------------------------------------------------------------------------
+
+
+def _key(*overrides: str) -> str:
+    return stacking.stack_key(regfw.compose([*JAX, *overrides]))
+
+
+def test_jobs_that_differ_only_in_numbers_share_a_program():
+    base = _key("penalty.scale=1e-4")
+    for same in (["penalty.scale=1e-2"], ["trainer.seed=3"], ["optimizer.learning_rate=0.1"],
+                 ["optimizer.beta_1=0.8"], ["trainer.monitor=val_loss"],
+                 ["penalty.schedule.name=constant", "penalty.scale=3.0"]):  # fmt: skip
+        assert _key("penalty.scale=1e-4", *same) == base, same
+    # A weight decay stacks with another weight decay, not with none (Keras's default).
+    decay = _key("optimizer=adamw", "optimizer.weight_decay=0.01")
+    assert _key("optimizer=adamw", "optimizer.weight_decay=0.1") == decay
+    assert _key("optimizer.weight_decay=0.01") != base
+    # The model, the data, the batch size, the epochs, the optimizer class, the penalty: not.
+    for other in (["model.units=[32]"], ["data=synthetic"], ["trainer.batch_size=8"],
+                  ["trainer.epochs=3"], ["optimizer=sgd"], ["penalty=l1"],
+                  ["trainer.precision=mixed_bfloat16"]):  # fmt: skip
+        assert _key("penalty.scale=1e-4", *other) != base, other
+
+
+def test_groups_keep_job_order_and_split_at_max_stack():
+    configs = [regfw.compose([*JAX, f"penalty.scale={s}", f"trainer.batch_size={b}"])
+               for b in (16, 32) for s in (1, 2, 3)]  # fmt: skip
+    assert stacking.groups(configs, max_stack=64) == [[0, 1, 2], [3, 4, 5]]
+    assert stacking.groups(configs, max_stack=2) == [[0, 1], [2], [3, 4], [5]]
+
+
+def test_jobs_that_cannot_stack_say_why():
+    why = stacking.why_alone
+    assert why(regfw.compose(JAX)) is None
+    assert why(regfw.compose([*JAX, "trainer.jit_compile=false"])) == (
+        "trainer.jit_compile=false (a stack is one compiled program)"
+    )
+    assert why(regfw.compose([*JAX, "trainer.strategy=mirrored"])) == (
+        "trainer.strategy=mirrored (one device per stack)"
+    )
+    assert why(regfw.compose(["trainer.backend=tensorflow"])) == (
+        "the stacked launcher needs trainer.backend=jax"
+    )
+
+
+def test_the_stacked_launcher_on_tensorflow_is_a_one_line_error(tmp_path):
+    assert find_problem(["-m", "hydra/launcher=stacked", "penalty.scale=1,2"]) == (
+        "hydra/launcher=stacked: needs trainer.backend=jax (trainer.backend=tensorflow): a stack "
+        "is one jax.vmap program; add trainer.backend=jax, or use the basic launcher"
+    )
+    done = run_train("-m", "hydra/launcher=stacked", "penalty.scale=1,2",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "regfw: error: hydra/launcher=stacked: needs trainer.backend=jax (trainer.backend="
+        "tensorflow): a stack is one jax.vmap program; add trainer.backend=jax, or use the basic "
+        "launcher"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# End to end: stacked sweeps against the same sweeps through the basic launcher.
+# ------------------------------------------------------------------------------------------
+
+
+def _sweep(tmp_path: Path, name: str, *args: str, launcher: str = "stacked", code: int = 0) -> Path:
+    sweep = tmp_path / name
+    extra = ["hydra/launcher=stacked"] if launcher == "stacked" else []
+    done = run_train("-m", *extra, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert done.returncode == code, done.stderr[-3000:]
+    return sweep
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _assert_same_numbers(stacked: Path, alone: Path, first_epoch: float, final: float) -> float:
+    """Asserts job by job; returns the largest final relative difference."""
+    worst = 0.0
+    for a, b in zip(_jobs(stacked), _jobs(alone), strict=True):
+        ours, theirs = read_metrics(a), read_metrics(b)
+        assert ours["status"] == theirs["status"] == "completed"
+        for section in ("train", "validation", "penalty", "penalty_scale"):
+            assert set(ours[section]) == set(theirs[section]), section
+            for key, value in theirs[section].items():
+                assert ours[section][key] == pytest.approx(value, rel=final), (a, section, key)
+                worst = max(worst, _relative(ours[section][key], value))
+        # The first epoch, from the TensorBoard events: tighter.
+        for sub in ("validation", "train"):
+            ours_e, theirs_e = event_scalars(a / sub), event_scalars(b / sub)
+            assert set(ours_e) == set(theirs_e)
+            for tag, points in theirs_e.items():
+                if tag.startswith("epoch_") and "learning_rate" not in tag:
+                    assert ours_e[tag][0][1] == pytest.approx(points[0][1], rel=first_epoch), tag
+    return worst
+
+
+def _assert_standalone_folder(job: Path, alone: Path) -> None:
+    """A stacked job's folder has what a run alone writes, with its own overrides."""
+    assert OmegaConf.load(job / ".hydra/overrides.yaml") == OmegaConf.load(
+        alone / ".hydra/overrides.yaml"
+    )
+
+    def names(run: Path) -> list[str]:
+        return sorted("events" if p.name.startswith("events.out") else p.name
+                      for p in run.iterdir() if p.name != "train.log")  # fmt: skip
+
+    assert names(job) == names(alone)
+    assert "trains as one program with jobs" in (job / "train.log").read_text()
+    for sub in ("", "train", "validation"):
+        assert sorted(event_tags(job / sub)) == sorted(event_tags(alone / sub)), sub
+    assert not (job / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_stacked_mlp_with_dropout_and_a_schedule_matches_each_job_alone(tmp_path):
+    grid = [*DIGITS, "model.dropout=0.2", "trainer.epochs=5", "penalty.schedule.name=warmup",
+            "penalty.schedule.epochs=3", "penalty.scale=1e-4,1e-2", "trainer.seed=0,1"]  # fmt: skip
+    stacked = _sweep(tmp_path, "stacked", *grid)
+    alone = _sweep(tmp_path, "alone", *grid, launcher="basic")
+    worst = _assert_same_numbers(stacked, alone, first_epoch=1e-5, final=1e-3)
+    print(f"mlp: worst final relative difference {worst:.2e}", file=sys.stderr)
+    for job, twin in zip(_jobs(stacked), _jobs(alone), strict=True):
+        _assert_standalone_folder(job, twin)
+    rows = list(csv.DictReader((stacked / "summary.csv").open()))
+    assert len(rows) == 4
+    # The jobs really differ (dropout, seeds and scales are per job, not shared).
+    losses = {read_metrics(j)["validation"]["data_loss"] for j in _jobs(stacked)}
+    assert len(losses) == 4
+
+
+@pytest.mark.slow
+def test_stacked_cnn_with_a_schedule_matches_each_job_alone(tmp_path):
+    grid = [*DIGITS, "model=cnn", "model.filters=[8]", "model.dense_units=16",
+            "trainer.epochs=5", "penalty.schedule.name=step", "penalty.schedule.every=2",
+            "penalty.schedule.factor=0.5", "penalty.scale=1e-4,1e-2",
+            "optimizer.learning_rate=1e-3,3e-3"]  # fmt: skip
+    stacked = _sweep(tmp_path, "stacked", *grid)
+    alone = _sweep(tmp_path, "alone", *grid, launcher="basic")
+    worst = _assert_same_numbers(stacked, alone, first_epoch=1e-5, final=1e-3)
+    print(f"cnn: worst final relative difference {worst:.2e}", file=sys.stderr)
+    model = regfw.load_model(_jobs(stacked)[3])  # written by JAX, loaded here by TensorFlow
+    assert [v.path for v in model.weights][:2] == ["conv2d/kernel", "conv2d/bias"]
+
+
+@pytest.mark.slow
+def test_a_diverging_job_stops_and_leaves_its_neighbours_untouched(tmp_path):
+    common = [*JAX, "data=synthetic", "data.n_samples=200", "trainer.epochs=3"]
+    with_it = _sweep(tmp_path, "with", *common, "penalty.scale=1e-4,1e38,1e-2", code=1)
+    without = _sweep(tmp_path, "without", *common, "penalty.scale=1e-4,1e-2")
+    diverged = read_metrics(with_it / "1")
+    assert diverged["status"] == "diverged"
+    assert diverged["epochs_run"] == 1
+    assert diverged["error"].startswith("loss became non-finite at epoch 1, batch 1: ")
+    assert diverged["error"].endswith("penalty term 'orthogonal' on dense/kernel")
+    assert not (with_it / "1" / "model.keras").exists()
+    for a, b in ((with_it / "0", without / "0"), (with_it / "2", without / "1")):
+        ours, theirs = read_metrics(a), read_metrics(b)
+        for section in ("train", "validation", "penalty"):
+            assert ours[section] == theirs[section], (a, section)  # exactly
+
+
+@pytest.mark.slow
+def test_a_killed_stacked_sweep_resumes_only_its_unfinished_jobs(tmp_path):
+    # Two stacks (batch sizes 16 and 32) of two jobs; killed after the second stack's first
+    # epoch checkpoint (the 6th state.json: 2 jobs x 3 epochs, then job 2).
+    grid = [*JAX, "data=synthetic", "data.n_samples=200", "trainer.epochs=3",
+            "trainer.checkpoint_every=1", "trainer.batch_size=16,32", "penalty.scale=1e-4,1e-2"]  # fmt: skip
+    sweep = tmp_path / "sweep"
+    import subprocess
+
+    killed = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "faults.py"), "after:state.json:8",
+         str(REPO / "train.py"), "-m", "hydra/launcher=stacked", *grid,
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    done_first = {j.name: (j / "metrics.json").stat().st_mtime_ns
+                  for j in _jobs(sweep) if (j / "metrics.json").exists()}  # fmt: skip
+    assert sorted(done_first) == ["0", "1"]
+    states = {j.name: json.loads((j / "checkpoint/state.json").read_text())["epochs_completed"]
+              for j in _jobs(sweep) if (j / "checkpoint/state.json").exists()}  # fmt: skip
+    assert states == {"2": 1, "3": 1}
+
+    resumed = _sweep(tmp_path, "sweep", *grid, "trainer.resume=true")
+    for name, mtime in done_first.items():
+        assert (resumed / name / "metrics.json").stat().st_mtime_ns == mtime  # not rerun
+    straight = _sweep(tmp_path, "straight", *grid)
+    for a, b in zip(_jobs(resumed), _jobs(straight), strict=True):
+        ours, theirs = read_metrics(a), read_metrics(b)
+        assert ours["status"] == "completed" and ours["epochs_run"] == 3
+        for section in ("train", "validation", "penalty"):
+            for key, value in theirs[section].items():
+                assert ours[section][key] == pytest.approx(value, rel=1e-6), (a, key)
+        assert math.isfinite(ours["objective"]["value"])
