@@ -88,6 +88,14 @@ def event_tags(log_dir: Path) -> list[str]:
     return acc.Tags()["tensors"]
 
 
+def train_step_function(model):
+    """The tf.function Keras's TF trainer wraps one training step in (inside `train_function`)."""
+    import inspect
+
+    step = inspect.getclosurevars(model.train_function).nonlocals["one_step_on_data"]
+    return getattr(step, "__wrapped__", step)
+
+
 @pytest.fixture(params=["tensorflow", "jax"])
 def backend(request) -> str:
     """The Keras backend of a run in a subprocess: a test that takes it runs on both backends."""

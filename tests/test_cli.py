@@ -127,24 +127,44 @@ def test_default_run(tmp_path, backend):
 
 
 def test_clip_run_with_sgd(tmp_path):
+    import keras
+
     run_dir = tmp_path / "run"
+    # Bounds of +-0.1, inside the initial weights' range: the clip penalty is not 0.
     result = run_train(
-        "penalty=clip", "penalty.lower=-0.5", "penalty.upper=0.5", "optimizer=sgd",
+        "penalty=clip", "penalty.lower=-0.1", "penalty.upper=0.1", "optimizer=sgd",
         "optimizer.learning_rate=0.01", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    _check_run(run_dir, ["clip"])
+    metrics = _check_run(run_dir, ["clip"])
     config = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "lower: -0.5" in config and "name: sgd" in config
+    assert "lower: -0.1" in config and "name: sgd" in config
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert type(model.optimizer).__name__ == "SGD"
+    assert model.optimizer.get_config()["learning_rate"] == pytest.approx(0.01)
+    weights = [v.numpy().astype(np.float64) for v in model.trainable_weights]
+    expected = 0.01 * sum(np.sum((w - np.clip(w, -0.1, 0.1)) ** 2) for w in weights)
+    assert expected > 1e-3
+    assert metrics["penalty"]["clip"] == pytest.approx(expected, rel=1e-5)
+
+
+# seed_clip runs with bounds of +-0.05 instead of the article's +-1: trained weights stay inside
+# [-1, 1], where the clip penalty is 0 and any formula would agree with it.
+EXPERIMENTS = [
+    ("seed_clip", "clip", ["penalty.lower=-0.05", "penalty.upper=0.05"]),
+    ("seed_sparsity", "l1", []),
+    ("seed_orthogonal", "orthogonal", []),
+]
 
 
 @pytest.mark.parametrize(
-    ("experiment", "term"),
-    [("seed_clip", "clip"), ("seed_sparsity", "l1"), ("seed_orthogonal", "orthogonal")],
+    ("experiment", "term", "extra"), EXPERIMENTS, ids=[e[0] for e in EXPERIMENTS]
 )
-def test_article_experiments_run_and_reload_in_plain_keras(tmp_path, experiment, term):
+def test_article_experiments_run_and_reload_in_plain_keras(tmp_path, experiment, term, extra):
     run_dir = tmp_path / "run"
-    result = run_train(f"+experiment={experiment}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_train(
+        f"+experiment={experiment}", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     metrics = _check_run(run_dir, [term])
     code = (
@@ -162,11 +182,13 @@ def test_article_experiments_run_and_reload_in_plain_keras(tmp_path, experiment,
     assert input_shape == [None, 10]
     assert list(weights) == ["dense/kernel", "dense/bias", "output/kernel", "output/bias"]
     weights = [np.array(w) for w in weights.values()]
-    assert metrics["penalty"][term] == pytest.approx(ARTICLE[experiment](weights), rel=1e-5)
+    expected = ARTICLE[experiment](weights)
+    assert expected > 1e-4  # a penalty of 0 would match any formula
+    assert metrics["penalty"][term] == pytest.approx(expected, rel=1e-5)
 
 
-def _article_clip(weights):
-    return 0.01 * sum(np.sum((w - np.clip(w, -1.0, 1.0)) ** 2) for w in weights)
+def _article_clip(weights, bound=0.05):
+    return 0.01 * sum(np.sum((w - np.clip(w, -bound, bound)) ** 2) for w in weights)
 
 
 def _article_sparsity(weights):

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+
+import numpy as np
+import pytest
 
 import regfw
 from regfw.training import memory
@@ -32,5 +37,19 @@ def test_earlier_runs_train_steps_are_freed(tmp_path, fresh_keras):
     assert _train_step_graphs() == 0
 
 
+def _ps_rss_mb() -> float:
+    """This process's resident memory as `ps` reports it (KiB), in MiB."""
+    out = subprocess.run(["ps", "-o", "rss=", "-p", str(os.getpid())], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return int(out.strip()) / 1024
+
+
 def test_resident_memory_is_read():
-    assert memory.resident_memory_mb() > 10
+    # Against `ps`, and it follows an allocation of 200 MiB (touched, so resident).
+    before = memory.resident_memory_mb()
+    assert before == pytest.approx(_ps_rss_mb(), abs=5)  # ps runs a moment later
+    block = np.ones(200 * 2**20, dtype=np.uint8)
+    after = memory.resident_memory_mb()
+    assert after - before == pytest.approx(200, abs=10)
+    assert after == pytest.approx(_ps_rss_mb(), abs=5)
+    del block

@@ -12,6 +12,7 @@ from regfw import cli
 from regfw.build import data
 from regfw.build.loaders import adding_problem
 from regfw.config.schema import ConfigError
+from tests import references
 from tests.conftest import run_train
 
 FAST = ["trainer.epochs=1", "trainer.verbose=0", "trainer.histograms=false"]
@@ -77,12 +78,30 @@ PAIRS = [
 
 @pytest.mark.parametrize("overrides", [p for _, p in PAIRS], ids=[name for name, _ in PAIRS])
 def test_model_and_data_pair_trains_one_epoch(files, fresh_keras, overrides):
+    import keras
+
     cfg = regfw.compose([*(o.format(d=files) for o in overrides), *FAST])
     metrics = regfw.train(cfg, output_dir=files / "run")
     assert metrics["status"] == "completed" and metrics["epochs_run"] == 1
-    assert np.isfinite(metrics["validation"]["data_loss"])
     second = "mae" if cfg.data.num_classes == 0 else "accuracy"
     assert set(metrics["validation"]) == {"loss", "data_loss", second}
+    # What the run reports is the trained model's on this data: plain Keras reloads model.keras,
+    # predicts the validation split, and NumPy computes the loss, the metric and the penalty.
+    model = keras.saving.load_model(files / "run" / "model.keras")
+    split = data.load(cfg.data, seed=cfg.trainer.seed)
+    steps = -(-len(split.x_train) // cfg.trainer.batch_size)
+    assert int(model.optimizer.iterations.numpy()) == steps  # one epoch of optimizer steps
+    predictions = model.predict(split.x_val, verbose=0)
+    num_classes = cfg.data.num_classes
+    expected_loss = references.data_loss(split.y_val, predictions, num_classes)
+    assert metrics["validation"]["data_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    expected_metric = references.second_metric(split.y_val, predictions, num_classes)
+    assert metrics["validation"][second] == pytest.approx(expected_metric, rel=1e-5)
+    # The default penalty: orthogonal, 1e-4, on every weight with two or more dimensions.
+    penalty = 1e-4 * sum(references.orthogonal(v.numpy()) for v in model.trainable_weights
+                         if len(v.shape) >= 2)  # fmt: skip
+    assert metrics["penalty"]["orthogonal"] == pytest.approx(penalty, rel=1e-5)
+    assert metrics["validation"]["loss"] == pytest.approx(expected_loss + penalty, rel=1e-5)
 
 
 def test_output_layer_follows_the_data(fresh_keras):

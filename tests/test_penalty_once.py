@@ -8,7 +8,6 @@ the same check fails for the mistake it guards against.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import regfw
 from regfw import penalties
 from regfw.build.attach import attach_penalties
 from regfw.build.data import load
+from tests.conftest import train_step_function
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 0.05  # large enough that the penalty is most of the loss of the article's MLP
@@ -250,7 +250,9 @@ tf.config.experimental.enable_op_determinism()
 import keras
 import numpy as np
 
+import regfw
 from regfw import penalties
+from regfw.build.attach import attach_penalties
 
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)
@@ -275,9 +277,10 @@ def build(kind):
     penalty = penalties.get("orthogonal", scale=0.1)
     kernels = [v for v in model.trainable_variables if len(v.shape) == 2]
     loss = "binary_crossentropy"
-    if kind == "regfw":  # what regfw.build.attach does
-        for v in kernels:
-            v.regularizer = penalty
+    if kind == "regfw":  # regfw's own attach step, from a config
+        cfg = regfw.compose(["penalty=orthogonal", "penalty.scale=0.1"])
+        (term,) = attach_penalties(model, cfg)
+        assert [v.path for v in term.variables] == ["hidden/kernel", "out/kernel"]
     elif kind == "unscaled":
         model.penalty = penalty
     elif kind == "closure":  # the article: per-sample loss + penalty
@@ -351,12 +354,6 @@ def test_mirrored_strategy_matches_one_device():
 # 5. the scale is a variable --------------------------------------------------------------------
 
 
-def _step_function(model: keras.Model):
-    """The tf.function Keras's TF trainer wraps one training step in (inside `train_function`)."""
-    step = inspect.getclosurevars(model.train_function).nonlocals["one_step_on_data"]
-    return getattr(step, "__wrapped__", step)
-
-
 def test_set_scale_takes_effect_without_retracing():
     cfg = regfw.compose([*SYNTHETIC, "optimizer=sgd"])
     model = regfw.build_model(cfg)
@@ -370,7 +367,7 @@ def test_set_scale_takes_effect_without_retracing():
     first = model.train_on_batch(x, y, return_dict=True)
     np.testing.assert_allclose(first["loss"], data_loss + SCALE * value, rtol=1e-5)
     train_function = model.train_function
-    step = _step_function(model)
+    step = train_step_function(model)
     traces = step.experimental_get_tracing_count()
     assert traces >= 1
 
@@ -381,7 +378,7 @@ def test_set_scale_takes_effect_without_retracing():
     second = model.train_on_batch(x, y, return_dict=True)
     np.testing.assert_allclose(second["loss"], data_loss + 0.5 * value, rtol=1e-5)
     assert model.train_function is train_function
-    assert _step_function(model) is step
+    assert train_step_function(model) is step
     assert step.experimental_get_tracing_count() == traces
 
     # A Python float scale read by the article's closure is frozen into the traced step.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -38,19 +39,46 @@ def test_quick_start_commands_are_what_ci_runs():
     assert "python -m pytest -q" in ci
 
 
-def _readme_commands(prefix: str) -> list[list[str]]:
+def _train_commands() -> list[tuple[dict[str, str], list[str]]]:
+    """Every `python train.py ...` in the README's bash blocks: (environment, arguments).
+
+    Blocks indented in lists count; `VAR=value` words before the command are its environment;
+    the command an `sbatch --wrap "..."` runs counts too; a here-document's lines are a file's.
+    """
     import shlex
 
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        end = None
         for line in block.replace("\\\n", " ").splitlines():
-            if line.startswith(prefix):
-                commands.append(shlex.split(line, comments=True)[len(prefix.split()) :])
+            if end is not None:
+                end = None if line.strip() == end else end
+                continue
+            if heredoc := re.search(r"<<-?\s*'?(\w+)'?", line):
+                end = heredoc.group(1)
+            words = shlex.split(line, comments=True)
+            if "--wrap" in words:
+                words = shlex.split(words[words.index("--wrap") + 1])
+            env = {}
+            while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+                key, value = words.pop(0).split("=", 1)
+                env[key] = value
+            if words[:2] == ["python", "train.py"]:
+                commands.append((env, words[2:]))
     return commands
 
 
-@pytest.mark.parametrize("args", _readme_commands("python train.py"), ids=" ".join)
-def test_every_readme_train_command_is_valid(args, tmp_path, monkeypatch):
+TRAIN_COMMANDS = _train_commands()
+
+
+def _command_id(command: tuple[dict[str, str], list[str]]) -> str:
+    env, args = command
+    worker = f"TF_CONFIG worker {json.loads(env['TF_CONFIG'])['task']['index']} " if env else ""
+    return worker + " ".join(args)
+
+
+@pytest.mark.parametrize(("env", "args"), TRAIN_COMMANDS, ids=map(_command_id, TRAIN_COMMANDS))
+def test_every_readme_train_command_is_valid(env, args, tmp_path, monkeypatch):
     from regfw.cli import find_problem
 
     monkeypatch.chdir(tmp_path)
@@ -68,8 +96,21 @@ def test_every_readme_train_command_is_valid(args, tmp_path, monkeypatch):
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
         assert done.stdout.strip().splitlines()[-1] == "None", done.stdout + done.stderr[-2000:]
-        return
-    assert find_problem(args) is None
+    else:
+        assert find_problem(args) is None
+    assert set(env) <= {"TF_CONFIG"}
+    if env:  # a worker of the README's cluster: TensorFlow's TF_CONFIG format
+        tf_config = json.loads(env["TF_CONFIG"])
+        assert set(tf_config) == {"cluster", "task"} and set(tf_config["cluster"]) == {"worker"}
+        assert tf_config["task"]["type"] == "worker"
+        assert "trainer.strategy=multi_worker" in args
+
+
+def test_the_readme_cluster_has_one_command_per_worker():
+    configs = [json.loads(env["TF_CONFIG"]) for env, _ in TRAIN_COMMANDS if env]
+    workers = configs[0]["cluster"]["worker"]
+    assert len(workers) == 2 and all(c["cluster"]["worker"] == workers for c in configs)
+    assert sorted(c["task"]["index"] for c in configs) == list(range(len(workers)))
 
 
 def test_readme_documents_every_penalty_and_option():

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from regfw.runs import atomic
-from tests.conftest import REPO, read_metrics, run_train, run_with_fault
+from tests.conftest import read_metrics, run_train, run_with_fault
 
 SMALL = ["data=synthetic", "data.n_samples=300", "trainer.epochs=3", "trainer.histograms=false"]
 BOOM = '''
@@ -149,17 +147,4 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     atomic.write_json(path, {"new": 2})
     assert (
         json.loads(path.read_text()) == {"new": 2} and oct(path.stat().st_mode & 0o777) == "0o644"
-    )
-
-
-def test_user_errors_show_a_traceback_only_with_hydra_full_error(tmp_path):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "penalty.include=[nothing]", f"hydra.run.dir={tmp_path}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert (
-        result.returncode != 0
-        and "Traceback" in result.stderr
-        and "SelectionError" in result.stderr
     )

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 import regfw
 from regfw.sweeps import report
 from regfw.training import diagnostics, hparams
+from tests import references
 
 
 def _fake_job(sweep_dir, job, overrides, metrics=None):
@@ -152,10 +153,22 @@ def test_weight_diagnostics_match_numpy():
 
 
 def test_model_diagnostics_weights_and_loss_ratio():
-    weights = {"a/kernel": np.zeros((4, 2)), "a/bias": np.zeros(2), "b/kernel": np.ones((2, 2))}
+    rng = np.random.default_rng(1)
+    weights = {"a/kernel": np.zeros((4, 2)), "a/bias": np.zeros(2), "b/kernel": np.ones((2, 2)),
+               "c/kernel": rng.normal(size=(3, 3, 2, 4))}  # fmt: skip
     values = diagnostics.model_diagnostics(weights, {"penalty/total": 0.5, "data_loss": 2.0})
-    assert values["diagnostics/near_zero"] == pytest.approx(8 / 12)
-    assert "diagnostics/a/bias/near_zero" not in values
+    kernels = {path: references.weight_diagnostics(w) for path, w in weights.items() if w.ndim > 1}
+    for path, expected in kernels.items():
+        for name, value in expected.items():
+            assert values[f"diagnostics/{path}/{name}"] == pytest.approx(value, rel=1e-6)
+    assert not any(key.startswith("diagnostics/a/bias") for key in values)
+    # near_zero over all the kernels' entries (8 zeros of 4 * 2 + 2 * 2 + 72 entries)...
+    assert values["diagnostics/near_zero"] == pytest.approx(8 / 84)
+    # ...orthogonality the mean over the kernels (1, sqrt(5) and c's: not their max).
+    deviations = [d["orthogonality"] for d in kernels.values()]
+    assert kernels["a/kernel"]["orthogonality"] == pytest.approx(1.0)
+    assert values["diagnostics/orthogonality"] == pytest.approx(np.mean(deviations), rel=1e-6)
+    assert max(deviations) > 1.5 * np.mean(deviations)  # a max (or a sum) would not pass
     assert values["diagnostics/penalty_to_data_loss"] == pytest.approx(0.25)
 
 

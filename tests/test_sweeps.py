@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -165,12 +165,6 @@ def test_report_command_rewrites_the_report(grid, tmp_path):
     assert empty.returncode == 2 and "regfw: error:" in empty.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(url: str, body: dict | None = None) -> object:
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -179,16 +173,27 @@ def _request(url: str, body: dict | None = None) -> object:
         return json.loads(response.read())
 
 
+def _served_url(server: subprocess.Popen, log: Path) -> str:
+    """The address TensorBoard says it serves at (it picks a free port itself: `--port 0`)."""
+    for _ in range(600):  # it imports TensorFlow first: several seconds
+        found = re.search(r"TensorBoard \S+ at (http://[\d.]+:\d+)/", log.read_text())
+        if found:
+            return found.group(1)
+        assert server.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"TensorBoard did not start: {log.read_text()}")
+
+
 def test_tensorboard_serves_the_runs_and_hparams(grid, tmp_path):
     _, sweep_dir = grid
-    port = _free_port()
+    log = tmp_path / "tensorboard.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
-         "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "tensorboard.log").open("w"),
+         "--host", "127.0.0.1", "--port", "0", "--load_fast", "false"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
+        base = _served_url(server, log)
         runs: list = []
         for _ in range(60):  # the server starts and loads the event files: a few seconds
             try:
@@ -227,6 +232,15 @@ def test_joblib_launcher_runs_seed_replicates_in_parallel(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    # In parallel: each job's time from its record (written once its checks passed, before
+    # training) to its metrics.json (written at its end) overlaps the other's, as seen on disk.
+    spans = [
+        ((sweep_dir / job / ".hydra" / "config.yaml").stat().st_mtime,
+         (sweep_dir / job / "metrics.json").stat().st_mtime)
+        for job in ("0", "1")
+    ]  # fmt: skip
+    (start_0, end_0), (start_1, end_1) = spans
+    assert start_0 < end_1 and start_1 < end_0, spans  # one after the other would not overlap
     rows = read_summary(sweep_dir)
     assert [(r["trainer.seed"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok")]
     with open(sweep_dir / "summary_by_seed.csv", newline="") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ import pytest
 import regfw
 from regfw.build.selection import SelectionError
 from regfw.config.schedules import multiplier
-from tests.conftest import REPO, event_scalars, read_metrics, run_train
+from tests import references
+from tests.conftest import event_scalars, read_metrics, run_train
 
 FAST = ["data=synthetic", "data.n_samples=200", "trainer.verbose=0", "trainer.histograms=false"]
 
@@ -267,22 +269,54 @@ def test_unregistered_custom_name_is_a_clear_error(tmp_path):
     assert "Unknown penalty 'cubc'" in result.stderr and "Available:" in result.stderr
 
 
-def test_explain_lists_terms_weights_and_values():
-    result = subprocess.run(
-        [sys.executable, "-m", "regfw.explain", "penalty=orthogonal", "+penalty@penalties.small=l2", "penalties.small.include=[*/bias]", "+constraint@constraints.c=max_norm"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def _explained_rows(out: str) -> dict[tuple[str, str], list[str]]:
+    """(term, weight path) -> the words of its row in explain's output."""
+    rows, term = {}, None
+    for line in out.splitlines():
+        if found := re.match(r"(penalty|constraint) term '(\w+)'", line):
+            term = found.group(2)
+        elif line.startswith("  ") and not line.startswith("  left out"):
+            words = line.split()
+            rows[(term, words[0])] = words[1:]
+    return rows
+
+
+def test_explain_lists_terms_weights_and_values(fresh_keras):
+    import keras
+
+    from regfw.explain import explain
+
+    cfg = regfw.compose(["penalty=orthogonal", "+penalty@penalties.small=l1",
+                         "penalties.small.include=[output/*]", "+constraint@constraints.c=max_norm"])  # fmt: skip
+    out = explain(cfg)
     assert "model mlp: 4 trainable weights, 2,049 parameters" in out
     assert (
         "penalty term 'orthogonal': Orthogonal(scale=0.0001), schedule constant; 2 weights, 1,984 parameters"
         in out
     )
     assert (
-        "penalty term 'small': L2(scale=0.0001), schedule constant; 2 weights, 65 parameters" in out
+        "penalty term 'small': L1(scale=0.001, alpha=0.1), schedule constant; 2 weights, 65 parameters"
+        in out
     )
     assert "constraint term 'c': max_norm; 2 weights" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith("  dense/kernel")]
-    assert rows[0][1:4] == ["(30,", "64)", "1,920"] and float(rows[0][4]) > 0
-    assert "weights without a penalty: none" in out
+    assert "weights without a penalty: dense/bias" in out
+    # The values: NumPy's formulas on the same initial weights (same seed, a fresh session).
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    weights = {v.path: v.numpy() for v in regfw.build_model(cfg).trainable_variables}
+    expected = {
+        ("orthogonal", "dense/kernel"): 1e-4 * references.orthogonal(weights["dense/kernel"]),
+        ("orthogonal", "output/kernel"): 1e-4 * references.orthogonal(weights["output/kernel"]),
+        ("small", "output/kernel"): 1e-4 * np.sum(np.abs(weights["output/kernel"])),
+        ("small", "output/bias"): 0.0,  # biases start at 0
+    }
+    rows = _explained_rows(out)
+    assert sorted(rows) == sorted([*expected, ("c", "dense/kernel"), ("c", "output/kernel")])
+    for key, value in expected.items():
+        shape = " ".join(rows[key][:-2])
+        assert shape == str(weights[key[1]].shape) and rows[key][-2] == f"{weights[key[1]].size:,}"
+        assert float(rows[key][-1]) == pytest.approx(value, rel=1e-5, abs=1e-12), key  # 6 digits
+    total = sum(v for (term, _), v in expected.items() if term == "orthogonal")
+    initial = re.search(r"'orthogonal'.*initial penalty (\S+)", out).group(1)
+    assert float(initial) == pytest.approx(total, rel=1e-5)
+    assert rows[("c", "dense/kernel")] == ["(30,", "64)", "1,920"]  # constraints: no value

@@ -7,6 +7,7 @@ import pytest
 
 import regfw
 from regfw import cli
+from tests import references
 from tests.conftest import event_scalars, read_metrics
 
 FAST = ["trainer.epochs=2", "trainer.verbose=0", "trainer.histograms=false"]
@@ -84,20 +85,126 @@ def test_penalty_lowers_its_own_value(tmp_path, fresh_keras):
     assert strong["penalty"]["orthogonal"] / 0.1 < weak["penalty"]["orthogonal"] / 1e-6
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["model=cnn", "data=digits", "penalty=l2"],
-        ["model=mlp", "data=digits", "penalty=l1", "optimizer=adamw"],
-        ["data=breast_cancer", "trainer.class_weight=balanced", "penalty=clip"],
-        ["data=synthetic", "penalty=none", "trainer.class_weight={0:1.0,1:2.0}"],
-    ],
-)
-def test_model_data_and_options_train(tmp_path, fresh_keras, overrides):
-    metrics = regfw.train(regfw.compose([*overrides, *FAST]), output_dir=tmp_path)
+def _l2(weights):
+    return 1e-4 * sum(np.sum(w.astype(np.float64) ** 2) for w in weights)
+
+
+def _l1(weights):
+    return 1e-3 * 0.1 * sum(np.sum(np.abs(w.astype(np.float64))) for w in weights)
+
+
+def _clip(weights):
+    return 0.01 * sum(np.sum((w - np.clip(w, -0.1, 0.1)).astype(np.float64) ** 2) for w in weights)
+
+
+# id -> (overrides, the penalty term and its formula on every trainable weight, class weights)
+OPTION_RUNS = {
+    "cnn_digits_l2": (["model=cnn", "data=digits", "penalty=l2"], ("l2", _l2), None),
+    "mlp_digits_l1_adamw": (
+        ["model=mlp", "data=digits", "penalty=l1", "optimizer=adamw"], ("l1", _l1), None,
+    ),
+    "class_weight_balanced_clip": (
+        ["data=breast_cancer", "trainer.class_weight=balanced", "penalty=clip",
+         "penalty.lower=-0.1", "penalty.upper=0.1"], ("clip", _clip), "balanced",
+    ),
+    "class_weight_mapping_no_penalty": (
+        ["data=synthetic", "penalty=none", "trainer.class_weight={0:1.0,1:2.0}"], None,
+        {0: 1.0, 1: 2.0},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(OPTION_RUNS))
+def test_model_data_and_options_train(tmp_path, fresh_keras, monkeypatch, case):
+    import keras
+
+    from regfw.build import data
+
+    overrides, term, class_weight = OPTION_RUNS[case]
+    fits = []
+    fit = keras.Model.fit
+
+    def recording_fit(model, *args, **kwargs):  # what regfw hands to Keras
+        fits.append(kwargs)
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    cfg = regfw.compose([*overrides, *FAST])
+    metrics = regfw.train(cfg, output_dir=tmp_path)
     assert metrics["status"] == "completed" and metrics["epochs_run"] == 2
-    assert np.isfinite(metrics["validation"]["data_loss"])
-    assert (tmp_path / "model.keras").is_file()
+    split = data.load(cfg.data, seed=cfg.trainer.seed)
+
+    # The class weights Keras trained with: scikit-learn's inverse frequencies, or the mapping.
+    (call,) = fits
+    if class_weight == "balanced":
+        expected = references.balanced_class_weights(split.y_train)
+        assert max(expected.values()) > 1.5 * min(expected.values())  # breast_cancer: imbalanced
+        assert call["class_weight"] == pytest.approx(expected, rel=1e-12)
+    else:
+        assert call["class_weight"] == class_weight
+
+    # The trained model (plain Keras, from model.keras): its optimizer, its penalty, its loss.
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    optimizer = model.optimizer.get_config()
+    assert type(model.optimizer).__name__ == {"adam": "Adam", "adamw": "AdamW"}[cfg.optimizer.name]
+    assert optimizer["learning_rate"] == pytest.approx(cfg.optimizer.learning_rate)
+    if cfg.optimizer.name == "adamw":
+        assert optimizer["weight_decay"] == pytest.approx(0.004)
+    weights = [v.numpy() for v in model.trainable_weights]
+    if term is None:
+        assert metrics["penalty"] == {"total": 0.0}
+    else:
+        name, formula = term
+        assert formula(weights) > 1e-4  # the penalty is not trivially 0
+        assert metrics["penalty"][name] == pytest.approx(formula(weights), rel=1e-5)
+    predictions = model.predict(split.x_val, verbose=0)
+    loss = references.data_loss(split.y_val, predictions, split.num_classes)
+    assert metrics["validation"]["data_loss"] == pytest.approx(loss, rel=1e-5)
+    assert metrics["validation"]["loss"] == pytest.approx(
+        loss + metrics["penalty"]["total"], rel=1e-5
+    )
+    accuracy = references.second_metric(split.y_val, predictions, split.num_classes)
+    assert metrics["validation"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_balanced_class_weights_are_inverse_frequency():
+    from regfw.build import data
+
+    labels = data.load(regfw.compose(["data=breast_cancer"]).data, seed=0).y_train
+    counts = np.bincount(labels.ravel().astype(int))
+    assert counts[0] != counts[1]  # imbalanced: inverse frequencies differ from 1
+    weights = data.class_weights("balanced", labels, 2)
+    assert weights == pytest.approx(references.balanced_class_weights(labels), rel=1e-12)
+    assert weights == pytest.approx({c: len(labels) / (2 * counts[c]) for c in (0, 1)})
+    digits = data.load(regfw.compose(["data=digits"]).data, seed=0).y_train
+    assert data.class_weights("balanced", digits, 10) == pytest.approx(
+        references.balanced_class_weights(digits), rel=1e-12
+    )
+    # A mapping is taken as given; a class it leaves out weighs 1.
+    assert data.class_weights({1: 3.0}, labels, 2) == {0: 1.0, 1: 3.0}
+
+
+def test_balanced_class_weights_weigh_the_data_loss(tmp_path, fresh_keras):
+    # With the weights frozen (learning rate 1e-30), the logged training data loss is the
+    # class-weighted mean BCE of the model's predictions, weights from scikit-learn.
+    import keras
+
+    from regfw.build import data
+    from regfw.training import trainer
+
+    cfg = regfw.compose(["data=breast_cancer", "trainer.class_weight=balanced", "optimizer=sgd",
+                         "optimizer.learning_rate=1e-30", "trainer.epochs=1", *FAST])  # fmt: skip
+    keras.utils.set_random_seed(0)
+    split = data.load(cfg.data, seed=0)
+    model, _ = trainer.build(cfg)
+    history = trainer.fit(cfg, model, split, [])
+    weights = references.balanced_class_weights(split.y_train)
+    per_sample = np.array([weights[int(c)] for c in split.y_train.ravel()])
+    predictions = model.predict(split.x_train, verbose=0)
+    expected = references.data_loss(split.y_train, predictions, 2, per_sample)
+    unweighted = references.data_loss(split.y_train, predictions, 2)
+    assert abs(expected - unweighted) > 1e-3 * unweighted  # the weights change the number
+    assert history.history["data_loss"][-1] == pytest.approx(expected, rel=1e-6)
 
 
 def test_digits_cnn_has_softmax_output(fresh_keras):
