@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -239,6 +240,55 @@ def test_limit_keeps_a_seeded_stratified_subset(tmp_path):
     assert np.bincount(first.y_train).tolist() == [2] * 10
     again = data.load(regfw.compose(overrides).data, seed=0)
     np.testing.assert_array_equal(first.x_train, again.x_train)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "digits"])
+def test_validation_split_is_stratified_and_seeded(name):
+    from sklearn import datasets
+
+    cfg = regfw.compose([f"data={name}"]).data
+    labels = getattr(datasets, f"load_{name}")(return_X_y=True)[1]
+    counts = np.bincount(labels)
+    validation_sets = []
+    for seed in (0, 1, 2):
+        split = data.load(cfg, seed=seed)
+        assert len(split.y_val) == math.ceil(cfg.validation_split * len(labels))
+        held_out = np.bincount(split.y_val.ravel().astype(int), minlength=len(counts))
+        kept = np.bincount(split.y_train.ravel().astype(int), minlength=len(counts))
+        np.testing.assert_array_equal(held_out + kept, counts)  # every sample, once
+        # Stratified: each class's share of the validation set is its share of the data, to one
+        # sample (a plain random split of digits is off by about 6 samples per class).
+        assert np.max(np.abs(held_out - cfg.validation_split * counts)) <= 1, held_out
+        validation_sets.append(split.x_val)
+        np.testing.assert_array_equal(data.load(cfg, seed=seed).x_val, split.x_val)  # seeded
+    assert not np.array_equal(validation_sets[0], validation_sets[1])  # the seed matters
+
+
+def test_breast_cancer_is_standardized_with_the_training_statistics():
+    from sklearn import datasets
+
+    raw = datasets.load_breast_cancer().data
+    split = data.load(regfw.compose(["data=breast_cancer"]).data, seed=0)
+    np.testing.assert_allclose(split.x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(split.x_train.std(axis=0), 1, rtol=1e-5)
+    # Training and validation features are one increasing affine map of each raw feature.
+    features = np.concatenate([split.x_train, split.x_val]).astype(np.float64)
+    for column in range(raw.shape[1]):
+        x, y = np.sort(raw[:, column]), np.sort(features[:, column])
+        slope, intercept = np.polyfit(x, y, 1)
+        assert slope > 0
+        np.testing.assert_allclose(slope * x + intercept, y, rtol=0, atol=1e-5)
+
+
+def test_digits_are_scaled_to_the_unit_interval():
+    from sklearn import datasets
+
+    raw = datasets.load_digits().data  # 0..16
+    split = data.load(regfw.compose(["data=digits"]).data, seed=0)
+    assert split.x_train.shape[1:] == (8, 8, 1)
+    pixels = np.concatenate([split.x_train.ravel(), split.x_val.ravel()])
+    assert pixels.min() == 0.0 and pixels.max() == 1.0
+    np.testing.assert_allclose(np.sort(pixels), np.sort(raw.ravel() / 16.0), rtol=1e-7)
 
 
 def test_csv_file_with_a_label_column(tmp_path):

@@ -113,6 +113,16 @@ def test_the_readme_cluster_has_one_command_per_worker():
     assert sorted(c["task"]["index"] for c in configs) == list(range(len(workers)))
 
 
+def test_readme_explain_example_is_what_explain_prints(fresh_keras):
+    import regfw
+    from regfw.explain import explain
+
+    section = README.split("### Choosing weights\n", 1)[1].split("\n### ", 1)[0]
+    command, shown = re.search(r"```bash\n(python -m regfw.explain .*?)\n```\n\n```\n(.*?)```",
+                               section, re.S).groups()  # fmt: skip
+    assert explain(regfw.compose(command.split()[3:])) == shown.rstrip("\n")
+
+
 def test_readme_documents_every_penalty_and_option():
     from regfw.config.options import group_options
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,27 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert (
         json.loads(path.read_text()) == {"new": 2} and oct(path.stat().st_mode & 0o777) == "0o644"
     )
+
+
+@pytest.mark.parametrize(("every", "saved"), [(1, [1, 2, 3, 4]), (3, [3]), (0, [])])
+def test_checkpoint_every_sets_the_checkpoint_cadence(tmp_path, fresh_keras, monkeypatch, every,
+                                                      saved):  # fmt: skip
+    import regfw
+
+    written = []
+    write_text = atomic.write_text
+
+    def record(path, text):  # every state.json the run writes, with the state file it names
+        if str(path).endswith("checkpoint/state.json"):
+            state = json.loads(text)
+            state_file = Path(path).parent / state["state_file"]
+            written.append((state["epochs_completed"], state_file.is_file()))
+        write_text(path, text)
+
+    monkeypatch.setattr(atomic, "write_text", record)
+    cfg = regfw.compose([*SMALL[:2], "trainer.histograms=false", "trainer.epochs=4", "trainer.verbose=0",
+                         f"trainer.checkpoint_every={every}"])  # fmt: skip
+    metrics = regfw.train(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 4
+    assert written == [(epoch, True) for epoch in saved]
+    assert not (tmp_path / "checkpoint").exists()  # removed at the end, or never written

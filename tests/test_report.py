@@ -172,6 +172,47 @@ def test_model_diagnostics_weights_and_loss_ratio():
     assert values["diagnostics/penalty_to_data_loss"] == pytest.approx(0.25)
 
 
+def test_plots_draw_seed_means_with_error_bars_and_a_dashed_line_for_no_penalty(
+    fake_sweep, monkeypatch
+):
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    sweep_dir, seeds = fake_sweep
+    figures = []
+    savefig = Figure.savefig
+
+    def keep(figure, *args, **kwargs):  # the figures as drawn, before they become PNG files
+        figures.append(figure)
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    report.write_report(sweep_dir, out=io.StringIO())
+    validation, weights = figures
+    losses, accuracies = (np.array(column) for column in zip(*seeds, strict=True))
+    panels = [
+        (validation.axes[0], losses, 0.6),  # job 10, penalty=none: data loss 0.6
+        (validation.axes[1], accuracies, 0.7),
+        (weights.axes[0], np.full(3, 0.25), 0.25),  # near_zero
+        (weights.axes[1], np.full(3, 0.5), 0.5),  # orthogonality
+    ]
+    for axes, values, none_value in panels:
+        assert axes.get_xscale() == "log"
+        # l1 at scale 1e-3: the mean over the three seeds, error bar +- their sample std.
+        (bars,) = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+        line, _, (segments,) = bars.lines
+        assert bars.get_label() == "l1"
+        mean, std = values.mean(), values.std(ddof=1)
+        np.testing.assert_allclose(line.get_xydata(), [[1e-3, mean]])
+        np.testing.assert_allclose(
+            segments.get_segments(), [[[1e-3, mean - std], [1e-3, mean + std]]]
+        )
+        # penalty=none (scale 0): a dashed horizontal line at its value.
+        (dashed,) = [x for x in axes.get_lines() if x.get_linestyle() == "--"]
+        np.testing.assert_allclose(dashed.get_ydata(), [none_value, none_value])
+        assert dashed.get_label() == "none (scale 0)"
+
+
 def test_a_diverging_run_is_marked_diverged(tmp_path, fresh_keras):
     cfg = regfw.compose(
         ["data=synthetic", "data.n_samples=200", "trainer.epochs=3", "trainer.verbose=0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -287,3 +288,24 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     output = result.stdout + result.stderr  # Hydra logs to stdout
     assert "1 of 2 jobs did not complete" in output
     assert "Traceback" not in output  # a user mistake: one line, no traceback
+
+
+def test_fail_on_bad_jobs_false_exits_0_and_a_diverged_job_returns_nan(tmp_path):
+    sweep_dir, returns = tmp_path / "sweep", tmp_path / "returns.jsonl"
+    result = multirun(
+        sweep_dir, "optimizer=sgd", "optimizer.learning_rate=1e30,0.01",  # job 0 diverges
+        "hydra.callbacks.sweep.fail_on_bad_jobs=false",
+        "+hydra.callbacks.returns._target_=tests.job_returns.RecordReturns",
+        f"+hydra.callbacks.returns.path={returns}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr  # with fail_on_bad_jobs=true: 1
+    diverged, completed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
+    assert diverged["status"] == "diverged" and "loss became non-finite" in diverged["error"]
+    assert completed["status"] == "completed" and completed["epochs_run"] == 2  # it still ran
+    # What each job returned to the sweeper (Hydra's own record of it): NaN for the diverged one.
+    returned = {r["job"]: r for r in map(json.loads, returns.read_text().splitlines())}
+    assert {r["status"] for r in returned.values()} == {"COMPLETED"}
+    assert math.isnan(float(returned[0]["value"]))
+    assert float(returned[1]["value"]) == completed["validation"]["data_loss"]
+    assert [r["status"] for r in read_summary(sweep_dir)] == ["diverged", "ok"]
+    assert "job 0 diverged" in result.stdout + result.stderr

@@ -13,9 +13,11 @@ import pytest
 
 import regfw
 from regfw.build.selection import SelectionError
+from regfw.config.options import group_options
 from regfw.config.schedules import multiplier
+from regfw.config.schema import validate
 from tests import references
-from tests.conftest import event_scalars, read_metrics, run_train
+from tests.conftest import event_scalars, read_metrics, run_train, train_step_function
 
 FAST = ["data=synthetic", "data.n_samples=200", "trainer.verbose=0", "trainer.histograms=false"]
 
@@ -143,6 +145,72 @@ def test_schedule_sets_the_scale_each_epoch(tmp_path, fresh_keras):
     assert metrics["penalty_scale"]["l2"] == pytest.approx(0.01)
     penalties = [v for _, v in event_scalars(tmp_path / "train")["penalty/l2"]]
     assert penalties[0] == 0.0 and penalties[1] > 0
+
+
+def test_schedule_changes_the_scale_without_retracing(fresh_keras):
+    # The weights stay put (learning rate 1e-30), so each epoch's loss is its data loss plus the
+    # epoch's scale times the same penalty; the train step is traced once for all three.
+    import keras
+
+    from regfw.build import data
+    from regfw.training import trainer
+    from regfw.training.callbacks import PenaltyMonitor
+
+    cfg = regfw.compose(
+        [*FAST, "trainer.epochs=3", "penalty=l2", "penalty.scale=0.01", "optimizer=sgd",
+         "optimizer.learning_rate=1e-30", "penalty.schedule.name=warmup",
+         "penalty.schedule.epochs=2"]
+    )  # fmt: skip
+    keras.utils.set_random_seed(0)
+    split = data.load(cfg.data, seed=0)
+    model, terms = trainer.build(cfg)
+    value = sum(np.sum(v.numpy().astype(np.float64) ** 2) for v in model.trainable_variables)
+    history = trainer.fit(cfg, model, split, [PenaltyMonitor(terms)]).history
+    scales = [0.0, 0.005, 0.01]  # warmup over 2 epochs: scale * min(1, e / 2)
+    assert history["penalty_scale/l2"] == pytest.approx(scales)
+    added = np.subtract(history["loss"], history["data_loss"])
+    np.testing.assert_allclose(added, np.multiply(scales, value), rtol=1e-5, atol=1e-7)
+    assert train_step_function(model).experimental_get_tracing_count() == 1
+
+
+def test_penalty_none_with_only_other_terms(tmp_path, fresh_keras):
+    import keras
+
+    cfg = regfw.compose([*FAST, "trainer.epochs=1", "penalty=none", "+penalty@penalties.decay=l2",
+                         "penalties.decay.scale=0.01", "penalties.decay.min_ndim=2"])  # fmt: skip
+    metrics = regfw.train(cfg, output_dir=tmp_path)
+    assert set(metrics["penalty"]) == {"decay", "total"}
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    kernels = [v.numpy().astype(np.float64) for v in model.trainable_weights if len(v.shape) > 1]
+    expected = 0.01 * sum(np.sum(w**2) for w in kernels)
+    assert metrics["penalty"]["decay"] == metrics["penalty"]["total"]
+    assert metrics["penalty"]["decay"] == pytest.approx(expected, rel=1e-5)
+    added = metrics["validation"]["loss"] - metrics["validation"]["data_loss"]
+    assert added == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("option", group_options("constraint"))
+def test_every_constraint_option_composes_validates_and_attaches(fresh_keras, option):
+    import keras
+
+    cfg = regfw.compose([f"+constraint@constraints.c={option}"])
+    validate(cfg)
+    model = regfw.build_model(cfg)
+    constrained = {v.path: v.constraint for v in model.trainable_variables if v.constraint}
+    # clip and non_neg apply to every weight; max_norm and unit_norm to matrices (min_ndim 2).
+    every = ["dense/kernel", "dense/bias", "output/kernel", "output/bias"]
+    assert list(constrained) == (every if option in ("clip", "non_neg") else every[::2])
+    w = np.random.default_rng(0).normal(0.0, 3.0, size=(30, 64)).astype("float32")
+    projected = keras.ops.convert_to_numpy(
+        constrained["dense/kernel"](keras.ops.convert_to_tensor(w))
+    )
+    expected = {
+        "clip": np.clip(w, -1.0, 1.0),
+        "max_norm": w * np.minimum(1.0, 3.0 / np.linalg.norm(w, axis=0)),
+        "non_neg": np.maximum(w, 0.0),
+        "unit_norm": w / np.linalg.norm(w, axis=0),
+    }[option]
+    np.testing.assert_allclose(projected, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -224,6 +224,70 @@ def test_task_returns_the_validation_data_loss(tmp_path, monkeypatch, fresh_kera
     assert value == metrics["validation"]["data_loss"] == metrics["objective"]["value"]
 
 
+@pytest.mark.parametrize(
+    ("monitor", "section", "key"),
+    [("val_loss", "validation", "loss"), ("data_loss", "train", "data_loss")],
+)
+def test_a_non_default_monitor_is_what_the_task_returns(
+    tmp_path, monkeypatch, fresh_keras, monitor, section, key
+):
+    monkeypatch.chdir(tmp_path)
+    cfg = regfw.compose(["data=synthetic", "data.n_samples=200", f"trainer.monitor={monitor}",
+                         *FAST])  # fmt: skip
+    value = cli.run(cfg)
+    (metrics_file,) = (tmp_path / "outputs").rglob("metrics.json")
+    metrics = read_metrics(metrics_file.parent)
+    assert value == metrics[section][key] != metrics["validation"]["data_loss"]
+    assert metrics["objective"] == {"name": monitor, "value": value}
+
+
+DIAGNOSTICS = ("near_zero", "orthogonality", "spectral_norm", "frobenius_norm")
+
+
+def test_diagnostics_are_logged_per_weight_and_model_wide(tmp_path, fresh_keras):
+    import keras
+
+    cfg = regfw.compose(["data=synthetic", "data.n_samples=200", "model.units=[16,8]", *FAST])
+    metrics = regfw.train(cfg, output_dir=tmp_path)
+    events = event_scalars(tmp_path / "train")
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    weights = {v.path: v.numpy() for v in model.trainable_weights}
+    kernels = {path: references.weight_diagnostics(w) for path, w in weights.items() if w.ndim > 1}
+    assert sorted(kernels) == ["dense/kernel", "dense_1/kernel", "output/kernel"]
+    model_wide = {"near_zero", "orthogonality", "penalty_to_data_loss"}
+    expected_tags = {f"diagnostics/{p}/{n}" for p in kernels for n in DIAGNOSTICS}
+    expected_tags |= {f"diagnostics/{name}" for name in model_wide}
+    assert {tag for tag in events if tag.startswith("diagnostics/")} == expected_tags
+    assert set(metrics["diagnostics"]) == {
+        tag.removeprefix("diagnostics/") for tag in expected_tags
+    }
+    for path, values in kernels.items():  # on the final weights, every epoch (steps 0 and 1)
+        for name, value in values.items():
+            tag = f"diagnostics/{path}/{name}"
+            assert [step for step, _ in events[tag]] == [0, 1]
+            assert events[tag][-1][1] == pytest.approx(value, rel=1e-5, abs=1e-7), tag
+            assert metrics["diagnostics"][f"{path}/{name}"] == pytest.approx(events[tag][-1][1])
+    orthogonality = [values["orthogonality"] for values in kernels.values()]
+    assert max(orthogonality) > 1.2 * np.mean(orthogonality)  # the mean is not the max
+    logged = {name: events[f"diagnostics/{name}"][-1][1] for name in model_wide}
+    assert logged["orthogonality"] == pytest.approx(np.mean(orthogonality), rel=1e-5)
+    entries = np.concatenate([weights[path].ravel() for path in kernels])
+    assert logged["near_zero"] == pytest.approx(np.mean(np.abs(entries) < 1e-3), abs=1e-7)
+    ratio = events["penalty/total"][-1][1] / events["data_loss"][-1][1]
+    assert logged["penalty_to_data_loss"] == pytest.approx(ratio, rel=1e-5)
+
+
+def test_diagnostics_false_logs_no_diagnostics(tmp_path, fresh_keras):
+    from tests.conftest import event_tags
+
+    cfg = regfw.compose(["data=synthetic", "data.n_samples=200", "trainer.diagnostics=false",
+                         *FAST])  # fmt: skip
+    metrics = regfw.train(cfg, output_dir=tmp_path)
+    assert metrics["diagnostics"] == {}
+    tags = event_tags(tmp_path / "train")
+    assert "penalty/total" in tags and not [t for t in tags if t.startswith("diagnostics")]
+
+
 def test_api_error_for_unknown_penalty_name(fresh_keras):
     from regfw.registry import UnknownNameError
 
