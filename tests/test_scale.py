@@ -209,11 +209,15 @@ def test_mixed_precision_penalty_matches_float32(tmp_path, fresh_keras, precisio
     assert is_scaled == (precision == "mixed_float16")
     keras.utils.set_random_seed(0)
     reference = regfw.build_model(regfw.compose(base))
-    assert float(sum(model.losses)) == pytest.approx(float(sum(reference.losses)), rel=1e-6)
+    # The same float32 weights give the same float32 penalty, bit for bit (as measured).
+    assert float(sum(model.losses)) == float(sum(reference.losses))
 
     mixed = regfw.train(regfw.compose([*base, f"trainer.precision={precision}"]), tmp_path / "m")
     single = regfw.train(regfw.compose(base), tmp_path / "s")
-    assert mixed["penalty"]["total"] == pytest.approx(single["penalty"]["total"], rel=1e-2)
+    # After 2 epochs in low precision the weights differ a little: measured 6.9e-6 (float16) and
+    # 1.5e-4 (bfloat16) relative; the tolerances leave a margin of about 14.
+    rtol = {"mixed_float16": 1e-4, "mixed_bfloat16": 2e-3}[precision]
+    assert mixed["penalty"]["total"] == pytest.approx(single["penalty"]["total"], rel=rtol)
     assert np.isfinite(mixed["validation"]["data_loss"])
 
 
@@ -221,8 +225,10 @@ def test_jit_compile_trains_like_without(tmp_path, fresh_keras):
     base = ["data=synthetic", "trainer.epochs=2", *FAST]
     xla = regfw.train(regfw.compose([*base, "trainer.jit_compile=true"]), tmp_path / "xla")
     plain = regfw.train(regfw.compose(base), tmp_path / "plain")
-    assert xla["train"] == pytest.approx(plain["train"], rel=1e-4)
-    assert xla["penalty"] == pytest.approx(plain["penalty"], rel=1e-4)
+    # Measured: training metrics identical, the penalty within 7.5e-8 (XLA fuses the float32
+    # sums differently); rtol 1e-6 leaves a margin of about 13.
+    assert xla["train"] == pytest.approx(plain["train"], rel=1e-6)
+    assert xla["penalty"] == pytest.approx(plain["penalty"], rel=1e-6)
 
 
 def test_new_keys_on_the_command_line(tmp_path):
