@@ -61,10 +61,21 @@ def test_numbers_keep_4_significant_digits_in_8_characters():
     assert [console.number(v) for v in (None, math.inf, 6.3e-5)] == ["nan", "inf", "6.300e-5"]
 
 
-def test_epoch_line_fits_the_console_at_its_widest():
-    widest = {key: 1.2345e-5 for key in ("loss", "data_loss", "penalty/total", "accuracy",
-                                         "val_loss", "val_data_loss", "val_accuracy")}  # fmt: skip
-    line = console_prefix() + console.epoch_line(999, 1000, widest, 1234.5)
+def test_epoch_times_stay_short():
+    times = [0.04, 2.25, 99.94, 99.96, 100.4, 9999.4, 9999.6, 69 * 86400 - 31]
+    assert [console.duration(s) for s in times] == [
+        "0.0s", "2.2s", "99.9s", "100s", "100s", "9999s", "167m", "99359m",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [1.2345e-5, -1.2345e-5, 1234.5])
+@pytest.mark.parametrize("seconds", [99.96, 9999.4, 69 * 86400 - 31])
+def test_epoch_line_fits_the_console_at_its_widest(value, seconds):
+    """9,999 epochs, every number at its widest (a custom penalty may be negative), slow epochs."""
+    widest = {key: value for key in ("loss", "data_loss", "penalty/total", "accuracy", "val_loss",
+                                     "val_data_loss", "val_accuracy")}  # fmt: skip
+    line = console_prefix() + console.epoch_line(9998, 9999, widest, seconds)
+    assert line.startswith(console_prefix() + "epoch 9999/9999 ")
     assert len(line) <= LIMIT, line
 
 

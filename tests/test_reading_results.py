@@ -67,7 +67,11 @@ def test_sweep_output_is_short_quiet_and_ends_with_where_to_look(sweep):
     assert len([line for line in ours if "] epoch " in line]) == 4 * 2
     assert max(len(line) for line in ours) <= LIMIT
     tail = result.stdout.strip().splitlines()[-2:]
-    assert tail == ["Report: sweep/report.html", "TensorBoard: tensorboard --logdir sweep"]
+    assert tail == [
+        "Report: sweep/report.html",
+        "TensorBoard: tensorboard --logdir sweep  "
+        "# one sweep per TensorBoard: HParams reads a single sweep's columns",
+    ]
     assert (sweep_dir / "report.html").is_file()
 
 

@@ -38,6 +38,9 @@ SEED = "trainer.seed"
 # metric a run has of accuracy and mae).
 SHOWN = ("validation/data_loss", "validation/accuracy", "validation/mae", "penalty/total")
 AGGREGATED = (*SHOWN, "validation/loss", "diagnostics/near_zero", "diagnostics/orthogonality")
+# After the sweep's TensorBoard command (a shell comment, so the line still pastes as a command):
+# HParams reads one experiment per logdir, so a logdir above several sweeps mislabels columns.
+ONE_SWEEP = "# one sweep per TensorBoard: HParams reads a single sweep's columns"
 _FIXED = ("job", "overrides", "command", "status", "error", "epochs_run", "wall_time_s", "rss_mb",
           "monitor", "objective")  # fmt: skip
 
@@ -219,5 +222,5 @@ def write_report(sweep_dir: str | Path, out: Any = sys.stdout) -> list[dict[str,
     page = html.write_html(sweep_dir, rows, groups if seeds else [], varying, shown, written)
     print(f"Wrote summary.csv, {', '.join(p.name for p in [*written, page])}", file=out)
     print(f"Report: {shown_path(page)}", file=out)
-    print(f"TensorBoard: {tensorboard_command(sweep_dir)}", file=out)
+    print(f"TensorBoard: {tensorboard_command(sweep_dir)}  {ONE_SWEEP}", file=out)
     return rows

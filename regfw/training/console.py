@@ -12,8 +12,9 @@ uses it).
 
 The validation loss is left out: it is the validation data loss plus `penalty/total` (the same
 weights). So are the per-layer diagnostics and the penalty scales (TensorBoard and `metrics.json`
-have them all). Numbers have 4 significant digits and at most 8 characters, so the line stays
-under 160 characters with the console's time and level in front.
+have them all). Numbers have 4 significant digits and at most 8 characters, and the epoch's time
+at most 6 (`duration`), so the line stays within 160 characters with the console's time and level
+in front, for any model and data set and up to 9,999 epochs.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ def number(value: Any) -> str:
     return text
 
 
+def duration(seconds: float) -> str:
+    """An epoch's time: `0.1s`, `12.3s`, `1234s`, `190m`.
+
+    Tenths of a second below 100 s, whole seconds below 10,000 s, whole minutes from there on:
+    at most 6 characters for an epoch under 69 days, so a slow epoch does not lengthen the line.
+    """
+    if round(seconds, 1) < 100:
+        return f"{seconds:.1f}s"
+    if round(seconds) < 10_000:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m"
+
+
 def _metric(names: Any) -> str | None:
     return next((m for m in METRICS if m in names), None)
 
@@ -76,7 +90,7 @@ def epoch_line(epoch: int, epochs: int, logs: Mapping[str, Any], seconds: float)
     metric = _metric(logs)
     train = [k for k in ("loss", "data_loss", "penalty/total", metric) if k and k in logs]
     val = [k for k in ("data_loss", metric) if k and f"val_{k}" in logs]
-    parts = [f"epoch {epoch + 1}/{epochs} {seconds:.1f}s"]
+    parts = [f"epoch {epoch + 1}/{epochs} {duration(seconds)}"]
     parts.append(" ".join(f"{k} {number(logs[k])}" for k in train))
     if val:
         parts.append("val " + " ".join(f"{k} {number(logs[f'val_{k}'])}" for k in val))
