@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -28,8 +30,10 @@ def _fake_job(sweep_dir, job, overrides, metrics=None):
 
 
 def _metrics(data_loss, accuracy, status="completed", **extra):
+    finite = math.isfinite(data_loss)
     return {
         "status": status,
+        "objective": {"name": "val_data_loss", "value": data_loss if finite else None},
         "epochs_run": 2,
         "wall_time_s": 1.5,
         "train": {"loss": 1.0, "data_loss": 0.9, "accuracy": 0.5},
@@ -98,7 +102,7 @@ def test_write_report_files_and_table(fake_sweep):
         assert len(list(csv.DictReader(f))) == 2
     text = out.getvalue()
     assert "| diverged: training loss became inf in epoch 1 |" in text
-    assert "| job | penalty | penalty.scale | trainer.seed |" in text
+    assert "| job | penalty.name | penalty.scale | trainer.seed |" in text
     for name in ("validation_vs_scale.png", "diagnostics_vs_scale.png"):
         assert (sweep_dir / name).read_bytes().startswith(b"\x89PNG")
 
@@ -110,24 +114,55 @@ def test_hparams_domains_from_sweep_and_search_space():
         {"optimizer.learning_rate": "tag(log, interval(1e-4, 1e-1))"},
     )  # fmt: skip
     assert list(columns) == [
-        "penalty", "penalty.scale", "trainer.seed", "optimizer.learning_rate", "penalty.name",
+        "penalty.name", "penalty.scale", "trainer.seed", "optimizer.learning_rate", "status",
     ]  # fmt: skip
-    assert columns["penalty"].domain.values == ["clip", "l1"]  # TensorBoard sorts them
+    assert columns["penalty.name"].domain.values == ["clip", "l1"]  # TensorBoard sorts them
     assert columns["penalty.scale"].domain.values == [1e-4, 1e-3]
     assert columns["trainer.seed"].domain.values == [0, 1, 2]
     assert (columns["optimizer.learning_rate"].domain.min_value,
             columns["optimizer.learning_rate"].domain.max_value) == (1e-4, 1e-1)  # fmt: skip
-    assert columns["penalty.name"].domain is None
+    assert columns["status"].domain.values == sorted(hparams.STATUSES)
+    unswept = hparams.domains(["trainer.seed=0,1"])
+    assert list(unswept) == ["trainer.seed", "penalty.name", "penalty.scale", "status"]
+    assert unswept["penalty.name"].domain is None
+
+
+def test_every_penalty_option_names_its_penalty_after_itself():
+    """Why a `penalty=...` override is the `penalty.name` column: the option is the name."""
+    from regfw.config.compose import conf_dir, group_options
+
+    for option in group_options("penalty"):
+        spec = OmegaConf.load(conf_dir() / "penalty" / f"{option}.yaml")
+        if option == "custom":  # the registered name is given with penalty.name=...
+            assert OmegaConf.is_missing(spec, "name")
+        else:
+            assert spec.name == option
+
+
+def test_hparams_metrics_are_the_summary_columns_as_tensorboard_tags():
+    keys = ["job", "train/loss", "train/accuracy", "train/data_loss", "validation/loss",
+            "validation/accuracy", "validation/data_loss", "penalty/l1", "penalty/total",
+            "diagnostics/near_zero", "wall_time_s"]  # fmt: skip
+    assert hparams.metrics(keys) == [
+        ("data_loss", "validation", "validation data_loss"),
+        ("epoch_accuracy", "validation", "validation accuracy"),
+        ("penalty/total", "train", "penalty/total"),
+        ("epoch_loss", "validation", "validation loss"),
+        ("data_loss", "train", "train data_loss"),
+        ("epoch_loss", "train", "train loss"),
+        ("epoch_accuracy", "train", "train accuracy"),
+        ("penalty/l1", "train", "penalty/l1"),
+        ("diagnostics/near_zero", "train", "diagnostics/near_zero"),
+    ]
 
 
 def test_run_hparams_are_flat_values():
     overrides = ["penalty=l1", "model.units=[8,4]", "trainer.class_weight=balanced"]
     values = hparams.run_values(regfw.compose(overrides), overrides, {"penalty": "l1"})
     assert values == {
-        "penalty": "l1",
+        "penalty.name": "l1",
         "model.units": "[8, 4]",
         "trainer.class_weight": "balanced",
-        "penalty.name": "l1",
         "penalty.scale": 0.001,
     }
 
@@ -224,3 +259,83 @@ def test_a_diverging_run_is_marked_diverged(tmp_path, fresh_keras):
     assert metrics["error"].startswith("loss became non-finite at epoch 1")
     assert "penalty term 'l2' on dense/kernel, output/kernel" in metrics["error"]
     assert metrics["epochs_run"] == 1
+
+
+class _Page(HTMLParser):
+    """The tables (rows of cells, with each row's class) and images of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[tuple[str, list[str]]]] = {}
+        self.images: list[str] = []
+        self._table = self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id", ""), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = (attrs.get("class") or "", [])
+            self._table.append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row[1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_page(path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text())
+    return page
+
+
+def test_report_html_ranks_jobs_and_marks_the_bad_ones(fake_sweep):
+    sweep_dir, seeds = fake_sweep
+    report.write_report(sweep_dir, out=io.StringIO())
+    page = read_page(sweep_dir / "report.html")
+    (header, *rows) = page.tables["jobs"]
+    columns = header[1]
+    assert columns[:2] == ["rank", "job"] and "validation/data_loss (min first)" in columns
+    assert columns[-1] == "command"
+    jobs = [cells[columns.index("job")] for _, cells in rows]
+    losses = {str(job): loss for job, (loss, _) in enumerate(seeds)} | {"10": 0.6}
+    assert jobs == [*sorted(losses, key=losses.get), "3", "4"]  # best first, then no objective
+    marks = {cells[1]: (css, cells[columns.index("status")]) for css, cells in rows}
+    assert marks["3"] == ("diverged", "diverged: training loss became inf in epoch 1")
+    assert marks["4"][0] == "failed" and "did not finish" in marks["4"][1]
+    assert {marks[j][0] for j in ("0", "1", "2", "10")} == {"ok"}
+    commands = {cells[1]: cells[-1] for _, cells in rows}
+    assert commands["0"] == "python train.py penalty=l1 penalty.scale=0.001 trainer.seed=0"
+    (seed_header, *groups) = page.tables["seeds"]
+    assert seed_header[1][:3] == ["penalty.name", "penalty.scale", "n"]
+    l1 = next(cells for _, cells in groups if cells[:2] == ["l1", "0.001"])
+    losses_l1 = np.array([loss for loss, _ in seeds])
+    assert l1[2] == "3"
+    assert l1[3] == f"{losses_l1.mean():.4g} ± {losses_l1.std(ddof=1):.2g}"
+    assert len(page.images) == 2
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    assert "http" not in (sweep_dir / "report.html").read_text()  # nothing from the network
+
+
+def test_plots_do_not_magnify_tiny_differences():
+    from regfw.sweeps import plots
+
+    low, high = plots.y_limits([0.7, 0.7001], [0.0, 0.0])
+    assert high - low >= plots.MIN_SPAN * 0.7001  # the 1e-4 difference is < 0.3% of the axis
+    assert 1e-4 / (high - low) < 0.003
+    low, high = plots.y_limits([0.5, 0.9], [0.05, 0.0])  # real differences keep their range
+    assert (low, high) == pytest.approx((0.45 - 0.05 * 0.45, 0.9 + 0.05 * 0.45))  # 5% headroom
+    assert plots.spread_label([0.7, 0.7001]) == "spread 0.0001 (0.014% of the mean)"

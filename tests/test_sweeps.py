@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.browser import tensorboard
 from tests.conftest import REPO, read_metrics, run_train
 
 TINY = [
@@ -95,23 +95,22 @@ def test_grid_hparams_are_in_tensorboards_event_files(grid):
     _, sweep_dir = grid
     experiment = hparams_plugin_data(sweep_dir)["experiment"]
     infos = {h.name: h for h in experiment.hparam_infos}
-    assert set(infos) == {"penalty", "penalty.scale", "penalty.name"}
-    assert [v.string_value for v in infos["penalty"].domain_discrete.values] == ["l1", "orthogonal"]
+    assert set(infos) == {"penalty.name", "penalty.scale", "status"}  # no duplicate `penalty`
+    domain = [v.string_value for v in infos["penalty.name"].domain_discrete.values]
+    assert domain == ["l1", "orthogonal"]
     assert [v.number_value for v in infos["penalty.scale"].domain_discrete.values] == [1e-4, 1e-3]
     metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
-    assert metrics == {
-        ("validation", "epoch_loss"),
-        ("validation", "data_loss"),
-        ("validation", "epoch_accuracy"),
-    }
+    assert {("validation", "epoch_loss"), ("validation", "data_loss"),
+            ("validation", "epoch_accuracy"), ("train", "penalty/total")} <= metrics  # fmt: skip
     for job in range(4):
         run_dir = sweep_dir / str(job)
         session = hparams_plugin_data(run_dir)["session"]
         values = {k: hparam_value(v) for k, v in session.hparams.items()}
         config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-        assert values["penalty.name"] == values["penalty"] == config["penalty"]["name"]
+        assert values["penalty.name"] == config["penalty"]["name"] and "penalty" not in values
         assert values["penalty.scale"] == pytest.approx(config["penalty"]["scale"])
         assert values["trainer.epochs"] == 2 and values["data"] == "synthetic"
+        assert values["status"] == "completed"
 
 
 def test_grid_summary_csv_has_one_row_per_job(grid):
@@ -135,7 +134,7 @@ def test_grid_prints_a_markdown_table_and_writes_plots(grid):
     import matplotlib.image
 
     result, sweep_dir = grid
-    assert "| job | penalty | penalty.scale | penalty.name | status |" in result.stdout
+    assert "| job | penalty.name | penalty.scale | status |" in result.stdout
     assert result.stdout.count("| ok |") == 4
     for name in ("validation_vs_scale.png", "diagnostics_vs_scale.png"):
         image = matplotlib.image.imread(sweep_dir / name)
@@ -147,7 +146,12 @@ def test_report_command_rewrites_the_report(grid, tmp_path):
     _, finished = grid
     sweep_dir = tmp_path / "copy"
     shutil.copytree(finished, sweep_dir)
-    for name in ("summary.csv", "validation_vs_scale.png", "diagnostics_vs_scale.png"):
+    for name in (
+        "summary.csv",
+        "validation_vs_scale.png",
+        "diagnostics_vs_scale.png",
+        "report.html",
+    ):
         (sweep_dir / name).unlink()
     result = subprocess.run(
         [sys.executable, "-m", "regfw.report", str(sweep_dir)],
@@ -156,6 +160,7 @@ def test_report_command_rewrites_the_report(grid, tmp_path):
     assert result.returncode == 0, result.stderr
     assert read_summary(sweep_dir) == read_summary(finished)
     assert (sweep_dir / "validation_vs_scale.png").is_file()
+    assert (sweep_dir / "report.html").read_text().count('<tr class="ok">') == 4
     assert "| job |" in result.stdout
 
     (tmp_path / "empty").mkdir()
@@ -174,40 +179,23 @@ def _request(url: str, body: dict | None = None) -> object:
         return json.loads(response.read())
 
 
-def _served_url(server: subprocess.Popen, log: Path) -> str:
-    """The address TensorBoard says it serves at (it picks a free port itself: `--port 0`)."""
-    for _ in range(600):  # it imports TensorFlow first: several seconds
-        found = re.search(r"TensorBoard \S+ at (http://[\d.]+:\d+)/", log.read_text())
-        if found:
-            return found.group(1)
-        assert server.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"TensorBoard did not start: {log.read_text()}")
-
-
-def test_tensorboard_serves_the_runs_and_hparams(grid, tmp_path):
+def test_tensorboard_serves_the_runs_and_hparams(grid):
     _, sweep_dir = grid
-    log = tmp_path / "tensorboard.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
-         "--host", "127.0.0.1", "--port", "0", "--load_fast", "false"],
-        stdout=subprocess.DEVNULL, stderr=log.open("w"),
-    )  # fmt: skip
-    try:
-        base = _served_url(server, log)
+    with tensorboard(sweep_dir) as url:
+        base = url.rstrip("/")
         runs: list = []
-        for _ in range(60):  # the server starts and loads the event files: a few seconds
-            try:
-                runs = _request(f"{base}/data/runs")
-            except OSError:
-                runs = []
+        for _ in range(60):  # the server loads the event files: a few seconds
+            runs = _request(f"{base}/data/runs")
             if {"0/validation", "3/validation"} <= set(runs):
                 break
-            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
             time.sleep(1)
         assert {".", "0", "1", "2", "3", "0/validation"} <= set(runs), runs
         experiment = _request(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
-        assert {h["name"] for h in experiment["hparamInfos"]} >= {"penalty", "penalty.scale"}
+        assert {h["name"] for h in experiment["hparamInfos"]} == {
+            "penalty.name",
+            "penalty.scale",
+            "status",
+        }
         groups = _request(
             f"{base}/data/plugin/hparams/session_groups",
             {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
@@ -218,12 +206,14 @@ def test_tensorboard_serves_the_runs_and_hparams(grid, tmp_path):
         assert sorted(s["name"] for s in sessions) == ["0", "1", "2", "3"]
         for session in sessions:
             metrics = read_metrics(sweep_dir / session["name"])
-            served = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
-            assert served["data_loss"] == pytest.approx(metrics["validation"]["data_loss"])
-            assert served["epoch_accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            served = {(m["name"]["group"], m["name"]["tag"]): m["value"]
+                      for m in session["metricValues"]}  # fmt: skip
+            assert served["validation", "data_loss"] == pytest.approx(
+                metrics["validation"]["data_loss"]
+            )
+            assert served["validation", "epoch_accuracy"] == pytest.approx(
+                metrics["validation"]["accuracy"]
+            )
 
 
 def test_joblib_launcher_runs_seed_replicates_in_parallel(tmp_path):
@@ -281,6 +271,9 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     failed, completed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
     assert failed["status"] == "failed"
     assert failed["error"].startswith("SelectionError:") and "matches no weight" in failed["error"]
+    session = hparams_plugin_data(sweep_dir / "0")["session"]
+    assert session.hparams["status"].string_value == "failed"
+    assert session.group_name == "0 penalty.include=[nothing/*]"
     assert completed["status"] == "completed"
     rows = read_summary(sweep_dir)
     assert [r["status"] for r in rows] == ["failed", "ok"]

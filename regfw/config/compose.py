@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shlex
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,3 +43,8 @@ def compose(
             overrides=list(overrides),
             return_hydra_config=return_hydra_config,
         )
+
+
+def train_command(overrides: Iterable[str]) -> str:
+    """The shell command that runs `train.py` with `overrides` (each quoted as the shell needs)."""
+    return " ".join(["python train.py", *(shlex.quote(str(o)) for o in overrides)])

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 SCHEDULES = ("constant", "warmup", "step", "cosine")
+# The keys of a `schedule` config each schedule reads (besides `name`); the others are inert.
+PARAMETERS = {"constant": (), "warmup": ("epochs",), "step": ("every", "factor"),
+              "cosine": ("epochs", "final")}  # fmt: skip
 
 
 def multiplier(schedule: Mapping[str, Any] | None, epoch: int) -> float:

@@ -10,7 +10,10 @@ What regfw writes in a run folder, and the only files it ever deletes or replace
   epochs, each replacing the last; deleted once `model.keras` and `metrics.json` are on disk.
 - `checkpoint.corrupt-<time>/`: an unreadable checkpoint, moved aside; never deleted.
 - `metrics.json`, `model.keras`: at the end of the run, atomically; never deleted.
-- `train/`, `validation/`, `events.out.tfevents.*`: TensorBoard event files; never deleted.
+- `train/`, `validation/`: TensorBoard event files; never deleted.
+- `events.out.tfevents.<time>.regfw-layout`, `...regfw-session`: regfw's own TensorBoard event
+  files (the custom-scalars layout, the HParams session); each replaced only by the next of its
+  kind (`regfw.training.events`).
 
 A run starts only in a folder that is new or empty, or, with `trainer.resume=true`, in a folder
 that holds an earlier run of the same experiment. Everything that can reject a run is checked

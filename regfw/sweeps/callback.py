@@ -1,8 +1,8 @@
 """Multirun plumbing: a failing job is recorded instead of stopping the sweep; the Hydra callback.
 
-`SweepCallback` (configured under `hydra.callbacks` in `conf/config.yaml`) writes the TensorBoard
-HParams experiment at the sweep folder before the first job, and the sweep report after the last
-one; it ends the multirun with exit code 1 when a job did not complete, after every job ran.
+`SweepCallback` (configured under `hydra.callbacks` in `conf/config.yaml`) writes the sweep report
+and the TensorBoard HParams experiment after the last job; it ends the multirun with exit code 1
+when a job did not complete, after every job ran.
 With `hydra/launcher=submitit_slurm` it puts regfw's Slurm launcher in place of the plugin's
 (`regfw.sweeps.slurm`).
 Importing this module does not import TensorFlow (Hydra instantiates the callback for every run).
@@ -44,9 +44,10 @@ def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
     """Runs one job of a sweep; a failure is logged and recorded in the job's folder.
 
     Hydra stops a sweep at the first job that raises; a job that catches its error lets the others
-    run, and the callback reports it at the end. A failed job's folder gets its config and a
+    run, and the callback reports it at the end. A failed job's folder gets its config, a
     `metrics.json` with `status: failed` (or the status of a `JobStopped`, e.g. `timeout`) and the
-    reason, except when the folder itself was the problem (`RunFolderError`: it is left as it was).
+    reason, and its HParams session, except when the folder itself was the problem
+    (`RunFolderError`: it is left as it was).
 
     Args:
         cfg: The job's config.
@@ -77,7 +78,7 @@ def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
 
 
 def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: str) -> None:
-    """Records a job that did not complete: its config and a `metrics.json` with status and reason.
+    """Records a job that did not complete: config, `metrics.json` with status and reason, session.
 
     Used for a job that raised (`run_recorded`) and for a Slurm job that ended without a result
     (`regfw.sweeps.slurm`). The record is written from the current `HydraConfig`, as the job
@@ -89,6 +90,8 @@ def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: str) -> N
         status: `failed`, `timeout` or `cancelled`.
         error: The reason, one line.
     """
+    from regfw.training import hparams
+
     metrics = {
         "status": status,
         "error": error,
@@ -98,15 +101,16 @@ def record_failure(run_dir: Path, cfg: DictConfig, status: str, error: str) -> N
     try:
         folder.record(run_dir, cfg)
         atomic.write_json(run_dir / folder.METRICS, metrics)
+        hparams.write_run(run_dir, cfg, status)
     except OutputError as write_error:
         log.error("could not record the failure: %s", write_error)
 
 
 class SweepCallback(Callback):
-    """Writes the HParams experiment at sweep start and the report at sweep end.
+    """Writes the report and the HParams experiment at sweep end.
 
     Args:
-        report: Whether to write `summary.csv`, the plots and print the table after the sweep.
+        report: Whether to write `summary.csv`, `report.html`, the plots and print the table.
         fail_on_bad_jobs: Whether a failed or diverged job makes the multirun exit with code 1.
     """
 
@@ -118,27 +122,25 @@ class SweepCallback(Callback):
         from regfw.config import backend
 
         backend.use(config.trainer)  # before TensorFlow (hparams) imports Keras
-        from regfw.training import hparams
-
         launcher = config.hydra.launcher
         if launcher.get("_target_") == SUBMITIT_SLURM:  # runs before Hydra creates the launcher
             with read_write(launcher):
                 launcher._target_ = REGFW_SLURM
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        search_space = OmegaConf.select(config, "hydra.sweeper.params", default=None)
-        columns = hparams.domains(
-            config.hydra.overrides.task,
-            OmegaConf.to_container(search_space, resolve=True) if search_space else None,
-        )
-        hparams.write_experiment(sweep_dir, columns)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from regfw.sweeps import report
+        from regfw.training import hparams
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        search_space = OmegaConf.select(config, "hydra.sweeper.params", default=None)
         try:
             rows = report.write_report(sweep_dir) if self.report else report.collect(sweep_dir)
+            columns = hparams.domains(
+                config.hydra.overrides.task,
+                OmegaConf.to_container(search_space, resolve=True) if search_space else None,
+            )
+            metrics = hparams.metrics(key for row in rows for key in row)
+            hparams.write_experiment(sweep_dir, columns, metrics)
         except Exception:  # Hydra would turn it into a warning and exit 0
             log.exception("the sweep report failed")
             sys.exit(EXIT_JOB_FAILED)

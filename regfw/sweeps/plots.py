@@ -6,6 +6,10 @@
 Points are means over the rows that differ only in `trainer.seed`, with the sample standard
 deviation as error bars when seeds are replicated. A run with scale 0 (`penalty=none`) is a dashed
 horizontal line. Keys a sweeper searches over an interval do not split lines (every trial differs).
+
+Tiny differences are not magnified: the y axis spans at least `MIN_SPAN` of the largest |value|
+shown, and each panel states the spread of its points (max - min, and relative to the mean), so a
+1e-4 difference on a loss of 0.7 is a flat line labelled "spread 1e-04 (0.014%)".
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from regfw.runs import atomic
 SCALE = "penalty.scale"
 NOT_A_LINE = (SCALE, "trainer.seed", "penalty", "penalty.name")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+MIN_SPAN = 0.05  # the y axis covers at least this fraction of the largest |value| shown
 FIGURES = {
     "validation_vs_scale.png": (
         ("validation/data_loss", "validation data loss (no penalty)"),
@@ -98,5 +103,30 @@ def _draw(axes: Any, by_label: dict[str, list[tuple[float, float, float]]], titl
     axes.set_xlabel("penalty.scale")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
+    values = [y for points in by_label.values() for _, y, _ in points]
+    if values:
+        low, high = y_limits(values, [e for points in by_label.values() for *_, e in points])
+        axes.set_ylim(low, high)
+        axes.text(0.01, 0.01, spread_label(values), transform=axes.transAxes, fontsize="small",
+                  color="dimgray", va="bottom")  # fmt: skip
     if by_label:
         axes.legend(fontsize="small")
+
+
+def y_limits(values: Sequence[float], errors: Sequence[float]) -> tuple[float, float]:
+    """The y range: the points with their error bars, at least `MIN_SPAN` of the largest |value|."""
+    low = min(v - e for v, e in zip(values, errors, strict=True))
+    high = max(v + e for v, e in zip(values, errors, strict=True))
+    span = max(high - low, MIN_SPAN * max(abs(v) for v in values))
+    if span == 0:
+        return low - 0.5, high + 0.5
+    middle, margin = (low + high) / 2, 0.55 * span  # 10% headroom
+    return middle - margin, middle + margin
+
+
+def spread_label(values: Sequence[float]) -> str:
+    """`spread <max - min> (<percent of |mean|>)` of the points of a panel."""
+    spread = max(values) - min(values)
+    mean = abs(sum(values) / len(values))
+    relative = f" ({100 * spread / mean:.2g}% of the mean)" if mean else ""
+    return f"spread {spread:.2g}{relative}"

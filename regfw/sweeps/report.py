@@ -1,13 +1,16 @@
-"""The sweep report: `summary.csv`, a markdown table, seed aggregates and plots in the sweep folder.
+"""The sweep report: `summary.csv`, `report.html`, a markdown table, seed aggregates and plots.
 
-Written after every multirun by `regfw.sweeps.callback.SweepCallback`, and on demand:
+Written in the sweep folder after every multirun by `regfw.sweeps.callback.SweepCallback`, and on
+demand:
 
     python -m regfw.report outputs/multirun/<date>/<time>
 
-One row per job folder (one with `.hydra/overrides.yaml`): its overrides, its hyperparameter values
-(the keys given on the command line plus `penalty.name` and `penalty.scale`), status (`ok`,
-`failed` or `diverged`, with the error), epochs, wall time, and the final metrics as
-`train/<name>`, `validation/<name>`, `penalty/<term>` and `diagnostics/<name>` (model-wide).
+One row per job folder (one with `.hydra/overrides.yaml`): its overrides and the command that
+reruns it, its hyperparameter values (the keys given on the command line plus `penalty.name` and
+`penalty.scale`; a `penalty=...` override is `penalty.name`), status (`ok`, `failed` or
+`diverged`, with the error), epochs, wall time, the monitor and its value (`trainer.monitor`, the
+objective), and the final metrics as `train/<name>`, `validation/<name>`, `penalty/<term>` and
+`diagnostics/<name>` (model-wide).
 """
 
 from __future__ import annotations
@@ -25,15 +28,21 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from regfw.config.compose import train_command
 from regfw.runs import atomic
 from regfw.training import hparams
 
 STATUS = {"completed": "ok", "failed": "failed", "diverged": "diverged"}
 SEED = "trainer.seed"
-# The columns of the terminal table and of the seed aggregates, after the hyperparameters.
-SHOWN = ("validation/data_loss", "validation/accuracy", "penalty/total")
+# The columns of the terminal table and of the seed aggregates, after the hyperparameters (the
+# metric a run has of accuracy and mae).
+SHOWN = ("validation/data_loss", "validation/accuracy", "validation/mae", "penalty/total")
 AGGREGATED = (*SHOWN, "validation/loss", "diagnostics/near_zero", "diagnostics/orthogonality")
-_FIXED = ("job", "overrides", "status", "error", "epochs_run", "wall_time_s", "rss_mb")
+# After the sweep's TensorBoard command (a shell comment, so the line still pastes as a command):
+# HParams reads one experiment per logdir, so a logdir above several sweeps mislabels columns.
+ONE_SWEEP = "# one sweep per TensorBoard: HParams reads a single sweep's columns"
+_FIXED = ("job", "overrides", "command", "status", "error", "epochs_run", "wall_time_s", "rss_mb",
+          "monitor", "objective")  # fmt: skip
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -58,7 +67,9 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         overrides, values = _job_record(job_dir / ".hydra")
     except Exception as error:
         return {**row, "status": "failed", "error": f"unreadable .hydra record: {_reason(error)}"}
-    row["overrides"] = " ".join(o for o in overrides if not o.startswith("hydra."))
+    task = [o for o in overrides if not o.startswith("hydra.")]
+    row["overrides"] = " ".join(task)
+    row["command"] = train_command(task)
     row.update(values)
     metrics_file = job_dir / "metrics.json"
     if not metrics_file.is_file():
@@ -74,6 +85,8 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row["epochs_run"] = metrics.get("epochs_run")
     row["wall_time_s"] = metrics.get("wall_time_s")
     row["rss_mb"] = metrics.get("rss_mb")
+    objective = metrics.get("objective") or {}
+    row["monitor"], row["objective"] = objective.get("name"), objective.get("value")
     for section in ("train", "validation", "penalty"):
         row.update({f"{section}/{k}": v for k, v in (metrics.get(section) or {}).items()})
     diagnostics = metrics.get("diagnostics") or {}
@@ -175,31 +188,39 @@ def _cell(value: Any, width: int = 80) -> str:
 
 
 def write_report(sweep_dir: str | Path, out: Any = sys.stdout) -> list[dict[str, Any]]:
-    """Writes `summary.csv`, `summary_by_seed.csv` (if seeds vary) and the plots; prints tables.
+    """Writes `summary.csv`, `summary_by_seed.csv` (if seeds vary), the plots and `report.html`.
+
+    Prints the tables, where the report is and the TensorBoard command for the sweep.
 
     Args:
         sweep_dir: The sweep folder (`hydra.sweep.dir`).
-        out: Where the markdown tables go.
+        out: Where the markdown tables and the paths go.
 
     Returns:
         The summary rows.
     """
-    from regfw.sweeps import plots
+    from regfw.sweeps import html, plots
+    from regfw.training.console import shown_path, tensorboard_command
 
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     atomic.write_text(sweep_dir / "summary.csv", to_csv(rows))
     keys = hparam_keys(rows)
     varying = [k for k in keys if k in hparams.ALWAYS or len({str(r.get(k)) for r in rows}) > 1]
+    shown = [m for m in SHOWN if any(m in r for r in rows)]
     status = [{**r, "status": f"{r['status']}: {r['error']}" if r["error"] else r["status"]}
               for r in rows]  # fmt: skip
-    columns = ["job", *varying, "status", *SHOWN, "wall_time_s", "rss_mb"]
+    columns = ["job", *varying, "status", *shown, "wall_time_s", "rss_mb"]
     print(markdown(status, columns), file=out)
     groups = aggregate_over_seeds(rows)
-    if len({r.get(SEED) for r in rows}) > 1:
+    seeds = len({r.get(SEED) for r in rows}) > 1
+    if seeds:
         atomic.write_text(sweep_dir / "summary_by_seed.csv", to_csv(groups))
-        shown = [c for m in SHOWN for c in (f"{m}/mean", f"{m}/std")]
-        print(markdown(groups, [k for k in varying if k != SEED] + ["n", *shown]), file=out)
+        spread = [c for m in shown for c in (f"{m}/mean", f"{m}/std")]
+        print(markdown(groups, [k for k in varying if k != SEED] + ["n", *spread]), file=out)
     written = plots.write_plots(sweep_dir, groups, keys, searched_keys(sweep_dir))
-    print(f"Wrote {sweep_dir / 'summary.csv'} and {', '.join(p.name for p in written)}", file=out)
+    page = html.write_html(sweep_dir, rows, groups if seeds else [], varying, shown, written)
+    print(f"Wrote summary.csv, {', '.join(p.name for p in [*written, page])}", file=out)
+    print(f"Report: {shown_path(page)}", file=out)
+    print(f"TensorBoard: {tensorboard_command(sweep_dir)}  {ONE_SWEEP}", file=out)
     return rows

@@ -1,20 +1,24 @@
-"""Keras callbacks: penalty values and weight diagnostics per epoch, logged to TensorBoard."""
+"""Keras callbacks: penalty values per epoch, the epoch line, and TensorBoard with regfw's tags."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import ops
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from regfw.build.attach import PenaltyTerm
 from regfw.build.instantiate import keras_object
+from regfw.config.compose import train_command
+from regfw.config.effective import effective_yaml
 from regfw.config.schedules import multiplier
-from regfw.training import hparams
+from regfw.training import events, layout
 from regfw.training.checkpoints import Checkpoint
+from regfw.training.console import epoch_line, say
 from regfw.training.diagnostics import WeightDiagnostics
 from regfw.training.divergence import DivergenceGuard
 
@@ -69,31 +73,56 @@ class PenaltyMonitor(keras.callbacks.Callback):
             logs.update({f"penalty_scale/{t.name}": t.penalty.scale for t in self.terms})
 
 
+class EpochLine(keras.callbacks.Callback):
+    """Says the epoch's line (`regfw.training.console.epoch_line`) at the end of every epoch.
+
+    Args:
+        epochs: The number of epochs of the run.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        say(epoch_line(epoch, self.epochs, logs or {}, time.perf_counter() - self.start))
+
+
 class RegfwTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback, plus regfw's tags and the run's config as a text summary.
+    """Keras's TensorBoard callback, plus regfw's tags, the config text and the layout.
 
     Keras's own metrics keep their `epoch_<name>` tags; regfw's keys (`data_loss`,
     `penalty/total`, `penalty/<term>`) are written under exactly those names, in `train/` or, for
-    `val_` keys, in `validation/`.
+    `val_` keys, in `validation/`. Keras's `evaluation_<metric>_vs_iterations` copies of the
+    validation metrics are left out. When training begins the run folder gets the custom-scalars
+    layout (`regfw.training.layout`) and `train/` the `config` text summary.
 
     Args:
-        config_yaml: The composed config, written once as the `config` text summary.
+        config_text: The effective config (and the command), written once as the `config` text.
         **kwargs: Passed to `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, config_yaml: str = "", **kwargs: Any) -> None:
+    def __init__(self, config_text: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.config_yaml = config_yaml
+        self.config_text = config_text
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        if self.config_yaml:
-            text = "\n".join("    " + line for line in self.config_yaml.splitlines())
+        events.write(self.log_dir, "layout", [layout.layout_summary()])
+        if self.config_text:
+            text = "\n".join("    " + line for line in self.config_text.splitlines())
             with self._train_writer.as_default():
                 tf.summary.text("config", text, step=0)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Nothing: regfw logs per epoch (Keras would convert every batch's logs, ~2 ms)."""
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._pop_writer()  # Keras would also write evaluation_*_vs_iterations here
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -117,21 +146,20 @@ def make_callbacks(
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
-    The run's hparams go to TensorBoard's HParams dashboard when training begins; penalty values
-    and diagnostics come before TensorBoard (so it logs them), the divergence guard before the
-    checkpoint (so a diverged epoch is not saved). The config's own callbacks (`callbacks.*`)
-    come after the logging callbacks, so they see the penalties and diagnostics in the logs.
+    Penalty values and diagnostics come before the epoch line and TensorBoard (so they show
+    them), the divergence guard before the checkpoint (so a diverged epoch is not saved).
+    The config's own callbacks (`callbacks.*`) come after the logging callbacks, so they see the
+    penalties and diagnostics in the logs.
     """
-    values = hparams.hydra_run_values(cfg)
     return [
-        keras.callbacks.LambdaCallback(on_train_begin=lambda _: hparams.write_run(run_dir, values)),
         PenaltyMonitor(terms),
         *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
+        *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
             log_dir=str(run_dir),
             histogram_freq=1 if cfg.trainer.histograms else 0,
             write_graph=False,
-            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+            config_text=_command() + effective_yaml(cfg),
         ),
         guard,
         *(
@@ -144,3 +172,12 @@ def make_callbacks(
             else []
         ),
     ]
+
+
+def _command() -> str:
+    """`# python train.py <overrides>` and a newline, for the current Hydra job (else nothing)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return f"# {train_command(HydraConfig.get().overrides.task)}\n"

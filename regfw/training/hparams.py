@@ -1,29 +1,51 @@
-"""TensorBoard HParams: the experiment (columns and domains) at a sweep's root, values per run.
+"""TensorBoard HParams: a session per run folder, the experiment (columns, metrics) per sweep.
 
-TensorBoard's HParams dashboard reads the experiment from the sweep folder and one session per run
-folder (siblings below it); each session's metrics are the last values of the `validation` scalars.
-Values are flattened to bool/int/float/str, as the dashboard requires. A run records the keys given
-on its command line plus `penalty.name` and `penalty.scale`; the sweep's table shows the swept ones.
+A run writes its session when it ends (a job that fails, when it is recorded): its hparams (the
+keys given on its command line, `penalty.name`, `penalty.scale` and `status`), TensorBoard's own
+status (success for a completed run, failure otherwise) and its trial name. TensorBoard names a
+session by its folder relative to the logdir, groups sessions by trial name (`trial_id`) and shows
+that name as the table's "Trial ID": a sweep job's is its job number and its values of the swept
+keys (`3 penalty=l1 penalty.scale=0.001`), a single run's its folder name and its overrides.
+
+A sweep writes the experiment when it ends: a column per swept or searched key (a `penalty=...`
+sweep is the `penalty.name` column: each `conf/penalty` option names its penalty after itself)
+plus `penalty.name`, `penalty.scale` and `status`, and a metric per final value the jobs report
+(train and validation loss, data loss and accuracy or mae, each `penalty/...`, the model-wide
+`diagnostics/...`). Values are flattened to bool/int/float/str, as the dashboard requires.
+
+TensorBoard uses one experiment for a whole logdir (the first it finds), so a logdir that holds
+several sweeps shows one sweep's columns for all; open one sweep per TensorBoard.
+Nothing here imports TensorFlow (the sweep's own process writes the experiment).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.config.compose import GROUPS
+from regfw.training import events
 
 ALWAYS = ("penalty.name", "penalty.scale")
-# (tag, group, display name): Keras's and regfw's validation scalars, as the run folders hold them.
-METRICS = (
-    ("epoch_loss", "validation", "validation loss"),
-    ("data_loss", "validation", "validation data loss"),
-    ("epoch_accuracy", "validation", "validation accuracy"),
-)
+STATUS = "status"
+# Every status a run or job can end with (metrics.json); the `status` column's domain.
+STATUSES = ("completed", "diverged", "failed", "timeout", "cancelled")
+# metrics.json section -> (TensorBoard group, how its keys become tags)
+SECTIONS = {
+    "validation": ("validation", lambda k: k if k == "data_loss" else f"epoch_{k}"),
+    "train": ("train", lambda k: k if k == "data_loss" else f"epoch_{k}"),
+    "penalty": ("train", lambda k: f"penalty/{k}"),
+    "diagnostics": ("train", lambda k: f"diagnostics/{k}"),
+}
+
+# TensorBoard shows the first five metrics of an experiment; these come first, in this order.
+FIRST = ("validation/data_loss", "validation/accuracy", "validation/mae", "penalty/total",
+         "validation/loss", "train/data_loss")  # fmt: skip
 
 Value = bool | int | float | str
 
@@ -45,6 +67,13 @@ def parse_overrides(lines: Iterable[str]) -> list[Any]:
     return [o for o in overrides if not o.key_or_group.startswith("hydra") and not o.is_delete()]
 
 
+def column(override: Any) -> str:
+    """The hparam an override sets: its key; `penalty.name` for the `penalty` group's option."""
+    if override.package:
+        return f"{override.key_or_group}@{override.package}"
+    return "penalty.name" if override.key_or_group == "penalty" else override.key_or_group
+
+
 def run_values(
     cfg: DictConfig, overrides: Iterable[str] = (), choices: Mapping[str, Any] | None = None
 ) -> dict[str, Value]:
@@ -54,12 +83,12 @@ def run_values(
         cfg: The run's composed config.
         overrides: The run's command-line overrides (`hydra.overrides.task`).
         choices: The chosen option of each config group (`hydra.runtime.choices`); a group
-            override (`penalty=l1`) gets the option's name.
+            override (`model=cnn`) gets the option's name.
     """
-    keys = [o.key_or_group for o in parse_overrides(overrides)]
+    keys = [column(o) for o in parse_overrides(overrides)]
     values = {}
     for key in dict.fromkeys([*keys, *ALWAYS]):
-        if key in GROUPS and choices is not None and key in choices:
+        if (key in GROUPS or "@" in key) and choices is not None and key in choices:
             values[key] = flat(choices[key])
         else:
             values[key] = flat(OmegaConf.select(cfg, key, default=None))
@@ -76,11 +105,41 @@ def hydra_run_values(cfg: DictConfig) -> dict[str, Value]:
     return run_values(cfg, hydra_cfg.overrides.task, hydra_cfg.runtime.choices)
 
 
-def domains(overrides: Iterable[str], search_space: Mapping[str, str] | None = None) -> dict:
-    """Returns `hparams.api.HParam`s for the columns of a sweep, with domains from its values.
+def swept(overrides: Iterable[str], search_space: Mapping[str, str] | None = None) -> list[Any]:
+    """The overrides of a sweep that vary: sweeps (`a=1,2`) and a sweeper's searched keys."""
+    listed = [o for o in parse_overrides(overrides) if o.is_sweep_override()]
+    return listed + parse_overrides(f"{k}={v}" for k, v in (search_space or {}).items())
 
-    The columns are the swept keys, the searched keys and `penalty.name`/`penalty.scale`; a run's
-    other values (keys given once on the command line) stay out of the table.
+
+def trial_name(run_dir: str | Path) -> str:
+    """The run's trial name: job number and swept values in a sweep, else folder and overrides.
+
+    A job finds the swept keys in its sweep's `multirun.yaml` (written by Hydra's sweepers before
+    the first job); without it, every override of the job is in the name.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return Path(run_dir).name
+    hydra_cfg = HydraConfig.get()
+    lines = [o.input_line for o in parse_overrides(hydra_cfg.overrides.task)]
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return " ".join([Path(run_dir).name, *lines])
+    sweep_file = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if sweep_file.is_file():
+        sweep = OmegaConf.load(sweep_file).hydra
+        params = OmegaConf.select(sweep, "sweeper.params", default=None)
+        keys = {column(o) for o in swept(sweep.overrides.task, params or {})}
+        lines = [line for line in lines if column(parse_overrides([line])[0]) in keys]
+    return " ".join([str(hydra_cfg.job.num), *lines])
+
+
+def domains(overrides: Iterable[str], search_space: Mapping[str, str] | None = None) -> dict:
+    """Returns `HParam`s for the columns of a sweep, with domains from its values.
+
+    The columns are the swept keys, the searched keys, `penalty.name`, `penalty.scale` and
+    `status`; a run's other values (keys given once on the command line) stay out of the table.
 
     Args:
         overrides: The sweep's command-line overrides (`a=1,2`, `group=x,y`, `b=3`).
@@ -91,19 +150,18 @@ def domains(overrides: Iterable[str], search_space: Mapping[str, str] | None = N
         Column name -> `HParam`: discrete over the listed values, an interval for an interval
         sweep, no domain for `penalty.name`/`penalty.scale` when they are not swept.
     """
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
-    swept = [o for o in parse_overrides(overrides) if o.is_sweep_override()]
-    searched = parse_overrides(f"{k}={v}" for k, v in (search_space or {}).items())
-    columns = {o.key_or_group: hp.HParam(o.key_or_group, _domain(o)) for o in swept + searched}
+    columns = {column(o): hp.HParam(column(o), _domain(o)) for o in swept(overrides, search_space)}
     for key in ALWAYS:
         columns.setdefault(key, hp.HParam(key))
+    columns[STATUS] = hp.HParam(STATUS, hp.Discrete(list(STATUSES)))
     return columns
 
 
 def _domain(override: Any) -> Any:
     from hydra.core.override_parser.types import IntervalSweep
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
     value = override.value()
     if isinstance(value, IntervalSweep):
@@ -120,24 +178,65 @@ def _domain(override: Any) -> Any:
     return hp.Discrete(list(dict.fromkeys(values)))
 
 
-def write_experiment(sweep_dir: str | Path, columns: Mapping[str, Any]) -> None:
-    """Writes the HParams experiment (columns and the validation metrics) to `sweep_dir`."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+def metrics(keys: Iterable[str]) -> list[tuple[str, str, str]]:
+    """The HParams metrics for summary columns such as `validation/data_loss`, `penalty/l1`.
 
-    metrics = [hp.Metric(tag, group=group, display_name=name) for tag, group, name in METRICS]
-    writer = tf.summary.create_file_writer(str(sweep_dir))
-    with writer.as_default():
-        hp.hparams_config(hparams=list(columns.values()), metrics=metrics)
-    writer.close()
+    Returns:
+        `(tag, group, display name)` per column of a `SECTIONS` section, as the run folders hold
+        the scalars: `FIRST` first, then by section (validation, train, penalty, diagnostics).
+    """
+    keys = list(dict.fromkeys(keys))
+    ordered = [k for k in FIRST if k in keys] + [
+        k for section in SECTIONS for k in keys if k.startswith(f"{section}/") and k not in FIRST
+    ]
+    found = []
+    for key in ordered:
+        section, _, name = key.partition("/")
+        group, tag = SECTIONS[section]
+        shown = f"{section} {name}" if section in ("train", "validation") else key
+        found.append((tag(name), group, shown))
+    return found
 
 
-def write_run(run_dir: str | Path, values: Mapping[str, Value]) -> None:
-    """Writes a run's hparams to its folder (a session for TensorBoard's HParams dashboard)."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+def write_experiment(
+    sweep_dir: str | Path, columns: Mapping[str, Any], metric_names: Sequence[tuple[str, str, str]]
+) -> Path:
+    """Writes the HParams experiment (columns, metrics) to `sweep_dir`, replacing regfw's last."""
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
-    writer = tf.summary.create_file_writer(str(run_dir))
-    with writer.as_default():
-        hp.hparams(dict(values))
-    writer.close()
+    metric_infos = [hp.Metric(tag, group=group, display_name=name)
+                    for tag, group, name in metric_names]  # fmt: skip
+    summary = hp.hparams_config_pb(hparams=list(columns.values()), metrics=metric_infos)
+    return events.write(sweep_dir, "experiment", [summary])
+
+
+def write_session(
+    run_dir: str | Path, values: Mapping[str, Value], trial: str, status: str
+) -> Path:
+    """Writes a run's session: hparams with `status`, trial name, TensorBoard's own status.
+
+    Replaces the session regfw wrote there before (a job resumed after it failed).
+    """
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    start = hp.hparams_pb({**values, STATUS: status}, trial_id=trial)
+    ended = plugin_data_pb2.SessionEndInfo(
+        status=api_pb2.STATUS_SUCCESS if status == "completed" else api_pb2.STATUS_FAILURE,
+        end_time_secs=time.time(),
+    )
+    end = summary_pb2.Summary()
+    end.value.add(
+        tag=metadata.SESSION_END_INFO_TAG,
+        metadata=metadata.create_summary_metadata(
+            plugin_data_pb2.HParamsPluginData(session_end_info=ended)
+        ),
+        tensor=metadata.NULL_TENSOR,
+    )
+    return events.write(run_dir, "session", [start, end])
+
+
+def write_run(run_dir: str | Path, cfg: DictConfig, status: str) -> Path:
+    """Writes the session of the run in `run_dir` (current Hydra job, if any) with `status`."""
+    return write_session(run_dir, hydra_run_values(cfg), trial_name(run_dir), status)

@@ -35,7 +35,7 @@ from regfw.build.attach import attach_penalties
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.runs import atomic, folder
-from regfw.training import checkpoints, memory, pipeline
+from regfw.training import checkpoints, console, hparams, memory, pipeline
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.trainer import build, build_optimizer, final_metrics, objective
@@ -307,7 +307,8 @@ def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dic
     own = [_JobRun(job, template, terms, knobs, knobs.values[i]) for i, job in enumerate(jobs)]
     for run in own:
         others = ", ".join(str(j.run_dir.name) for j in jobs if j is not run.job)
-        run.log(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
+        run.say(f"run folder {console.shown_path(run.job.run_dir)}")
+        run.say(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
                 + (f", from epoch {initial}" if initial else ""))  # fmt: skip
     running = [True] * len(jobs)
     compile_seconds = None
@@ -397,10 +398,10 @@ class _JobRun:
             self.callbacks.on_train_begin()
         self.state: list[np.ndarray] | None = None
 
-    def log(self, message: str) -> None:
-        """Logs a line as this job's (into its `train.log`)."""
+    def say(self, line: str) -> None:
+        """Says a line as this job's run would (on the console and in its `train.log`)."""
         with self._current():
-            log.info(message)
+            console.say(line)
 
     @contextlib.contextmanager
     def _current(self) -> Iterator[None]:
@@ -459,8 +460,9 @@ class _JobRun:
                 checkpoints.save(self.template, job.run_dir / folder.MODEL)
             metrics["objective"] = objective(job.cfg, metrics)
             atomic.write_json(job.run_dir / folder.METRICS, metrics)
-            log.info("%s after %d epochs: %s=%s", metrics["status"], metrics["epochs_run"],
-                     metrics["objective"]["name"], metrics["objective"]["value"])  # fmt: skip
+            hparams.write_run(job.run_dir, job.cfg, metrics["status"])
             if not self.guard.reason:
                 checkpoints.remove(job.run_dir)
+            for line in console.summary_lines(metrics):
+                console.say(line)
         return metrics

@@ -1,7 +1,8 @@
 """Builds the compiled model for a config, fits it and writes the run's outputs.
 
 Outputs of a run folder: `metrics.json`, `model.keras`, and TensorBoard event files in `train/` and
-`validation/` (Hydra adds `.hydra/` when the run comes from `train.py`).
+`validation/` and regfw's own (layout, HParams session) beside them (`.hydra/` when the run comes
+from `train.py`). What the run says on the console and in `train.log`: `regfw.training.console`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from regfw.build.instantiate import keras_object
 from regfw.config.schema import validate
 from regfw.errors import RunFolderError
 from regfw.runs import atomic, folder
-from regfw.training import checkpoints, distribute, memory, pipeline
+from regfw.training import checkpoints, console, distribute, hparams, memory, pipeline
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.metrics import keras_only_compile_config, loss_and_metrics
@@ -168,8 +169,10 @@ def fit(
         split.y_train,
         split.num_classes,
     )
+    # verbose=0: regfw's epoch line instead of Keras's (`regfw.training.console`); the dataset
+    # shuffles itself, seeded.
     common = {"epochs": cfg.trainer.epochs, "initial_epoch": initial_epoch,
-              "callbacks": callbacks, "verbose": cfg.trainer.verbose, "shuffle": False}  # fmt: skip
+              "callbacks": callbacks, "verbose": 0, "shuffle": False}  # fmt: skip
     if keras.config.backend() == "jax":
         train_data = pipeline.EpochBatches(split.x_train, split.y_train, batch_size, seed,
                                            initial_epoch, class_weight)  # fmt: skip
@@ -241,12 +244,17 @@ def train(
         if plan.action in ("resume", "finish"):
             initial_epoch, message = checkpoints.restore(model, run_dir, where)
         claimed.record(cfg)
+        console.say(f"run folder {console.shown_path(run_dir)}")
         skipped = [
             f"penalty term '{t.name}' leaves out {entry}" for t in terms for entry in t.skipped
         ]
         for note in [*plan.notes, *([message] if message else []), *skipped]:
             log.info(note)
-        return _fit_and_write(cfg, model, terms, split, run_dir, initial_epoch, plan)
+        with console.warnings_logged():
+            metrics = _fit_and_write(cfg, model, terms, split, run_dir, initial_epoch, plan)
+        for line in console.summary_lines(metrics):
+            console.say(line)
+        return metrics
 
 
 def _fit_and_write(
@@ -258,7 +266,7 @@ def _fit_and_write(
     initial_epoch: int,
     plan: folder.Plan,
 ) -> dict[str, Any]:
-    """Fits from `initial_epoch`, writes `model.keras` and `metrics.json`, drops the checkpoint.
+    """Fits; writes `model.keras`, `metrics.json` and the HParams session; drops the checkpoint.
 
     When the checkpoint already holds every epoch (a run killed before its `metrics.json`), its
     last epoch's logs give the final metrics, exactly as the uninterrupted run would have.
@@ -288,6 +296,7 @@ def _fit_and_write(
         checkpoints.save(model, run_dir / folder.MODEL)
     metrics["objective"] = objective(cfg, metrics)
     atomic.write_json(run_dir / folder.METRICS, metrics)
+    hparams.write_run(run_dir, cfg, metrics["status"])
     if not guard.reason:
         checkpoints.remove(run_dir)  # only now: model.keras and metrics.json are on disk
     return metrics
