@@ -1,6 +1,6 @@
 """Runs the benchmarks, prints a markdown table of ratios and writes the results as JSON.
 
-python -m benchmarks                    # all six, full size (about 10 minutes on 2 CPU cores)
+python -m benchmarks                    # all of them, full size (about 25 minutes on 2 CPU cores)
 python -m benchmarks --quick            # tiny sizes: checks that they run (the smoke test)
 python -m benchmarks --only startup xla --repeats 5
 """
@@ -25,7 +25,7 @@ from benchmarks.timing import REPO, Row
 
 BENCHMARKS = (
     "overhead", "orthogonality", "startup", "sweeps", "xla", "diagnostics", "power_iteration",
-    "backends",
+    "backends", "stacked",
 )  # fmt: skip
 PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "scikit-learn")
 

@@ -118,10 +118,11 @@ def regfw_step_time(overrides: Sequence[str], run_dir: Path) -> float:
 
 @dataclass(frozen=True)
 class ProcessRun:
-    """A finished process: wall time in seconds and peak resident memory in MiB."""
+    """A finished process: wall time in seconds, peak resident memory in MiB, its output."""
 
     seconds: float
     peak_rss_mib: float
+    stdout: str = ""
 
 
 def run_process(
@@ -156,4 +157,5 @@ def run_process(
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"python {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-        return ProcessRun(seconds, int(peak_file.read_text()) / 1024 if peak else 0.0)
+        peak_mib = int(peak_file.read_text()) / 1024 if peak else 0.0
+        return ProcessRun(seconds, peak_mib, done.stdout)

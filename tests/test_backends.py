@@ -23,6 +23,9 @@ from regfw.config.schema import validate
 from regfw.errors import ConfigError
 from tests.conftest import REPO, event_tags, read_metrics, run_train
 
+# Its module-scoped runs are made once: the whole module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_backends")
+
 FAST = ["data=synthetic", "data.n_samples=200", "trainer.epochs=2", "trainer.histograms=false",
         "trainer.verbose=0"]  # fmt: skip
 SHIPPED = ["clip", "l1", "l2", "elastic", "orthogonal", "orthogonal_offdiag", "srip", "spectral",

@@ -292,13 +292,18 @@ def build(kind):
     return model
 
 
-init = [w.copy() for w in build("regfw").get_weights()]
+def own(model):  # the layers' weights, without regfw's penalty state (scales)
+    return [v for v in model.weights if not v.path.startswith("penalty_state/")]
+
+
+init = [v.numpy().copy() for v in own(build("regfw"))]
 
 
 def run(kind, strategy):
     with strategy.scope():
         model = build(kind)
-    model.set_weights(init)
+    for variable, value in zip(own(model), init, strict=True):
+        variable.assign(value)
     model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     return model.get_weights(), model.distribute_strategy.num_replicas_in_sync
 

@@ -22,6 +22,9 @@ from tests.test_console import LIMIT, NOTICES
 from tests.test_report import read_page
 from tests.test_sweeps import hparam_value, hparams_plugin_data
 
+# Its module-scoped runs are made once: the whole module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_reading_results")
+
 SWEEP = [
     "data=synthetic", "data.n_samples=200", "trainer.epochs=2", "trainer.histograms=false",
     "penalty=l1,orthogonal", "penalty.scale=1e-4,1e-3",

@@ -129,7 +129,8 @@ def test_hparams_domains_from_sweep_and_search_space():
 
 def test_every_penalty_option_names_its_penalty_after_itself():
     """Why a `penalty=...` override is the `penalty.name` column: the option is the name."""
-    from regfw.config.compose import conf_dir, group_options
+    from regfw.config.compose import conf_dir
+    from regfw.config.options import group_options
 
     for option in group_options("penalty"):
         spec = OmegaConf.load(conf_dir() / "penalty" / f"{option}.yaml")

@@ -26,6 +26,9 @@ from tests.conftest import (
     snapshot,
 )
 
+# Its module-scoped runs are made once: the whole module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_run_folders")
+
 SMALL = [
     "data=synthetic", "data.n_samples=200", "trainer.epochs=3", "trainer.histograms=false",
     "trainer.verbose=0", "trainer.deterministic=true",

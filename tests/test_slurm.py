@@ -31,6 +31,7 @@ import yaml
 from tests.conftest import REPO, read_metrics
 
 pytestmark = [
+    pytest.mark.xdist_group("test_slurm"),  # one cluster, one worker: its sweeps run once
     pytest.mark.slurm,
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -351,3 +352,28 @@ def test_resume_finishes_the_cancelled_and_timed_out_jobs_from_their_checkpoints
     assert [r["status"] for r in read_summary(sweeps.faults)] == ["ok", "failed", "ok"]
     assert [r["status"] for r in read_summary(sweeps.limit)] == ["ok"]
     assert "1 of 3 jobs did not complete" in output
+
+
+def test_a_stacked_sweep_runs_as_one_slurm_batch_job(tmp_path):
+    """README: a stacked sweep (one JAX program for the grid) as one `sbatch --wait` job."""
+    import shlex
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    sweep = tmp_path / "stacked"
+    command = shlex.join([sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=stacked",
+                          "trainer.backend=jax", *QUIET, "data=synthetic", "trainer.epochs=2",
+                          "penalty.scale=1e-4,1e-3", "trainer.seed=0,1",
+                          f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    done = subprocess.run(
+        ["sbatch", "--wait", "--parsable", "--cpus-per-task=2", f"--output={tmp_path}/batch.out",
+         "--wrap", command],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = (tmp_path / "batch.out").read_text()
+    assert done.returncode == 0, done.stderr + output[-3000:]
+    assert "jobs 0-3 train as one program" in output
+    rows = read_summary(sweep)
+    assert [row["status"] for row in rows] == ["ok"] * 4
+    for job in range(4):
+        assert read_metrics(sweep / str(job))["epochs_run"] == 2

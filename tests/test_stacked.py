@@ -141,7 +141,9 @@ def _assert_standalone_folder(job: Path, alone: Path) -> None:
                       for p in run.iterdir())  # fmt: skip
 
     assert names(job) == names(alone)
-    assert "trains as one program with jobs" in (job / "train.log").read_text()
+    others = {"0": "1-3", "1": "0, 2-3", "2": "0-1, 3", "3": "0-2"}[job.name]  # 4 jobs
+    log = (job / "train.log").read_text()
+    assert f"trains as one program with jobs {others} (hydra/launcher=stacked)" in log
     for sub in ("", "train", "validation"):
         assert sorted(event_tags(job / sub)) == sorted(event_tags(alone / sub)), sub
     assert not (job / "checkpoint").exists()
@@ -230,3 +232,23 @@ def test_a_killed_stacked_sweep_resumes_only_its_unfinished_jobs(tmp_path):
             for key, value in theirs[section].items():
                 assert ours[section][key] == pytest.approx(value, rel=1e-6), (a, key)
         assert math.isfinite(ours["objective"]["value"])
+
+
+@pytest.mark.slow
+def test_a_group_too_big_for_memory_trains_as_smaller_stacks_with_the_same_numbers(tmp_path):
+    from regfw.training import stacked
+
+    common = [*JAX, "data=synthetic", "data.n_samples=200", "trainer.epochs=2",
+              "penalty.scale=1e-4,1e-2", "trainer.seed=0,1"]  # fmt: skip
+    need = stacked.job_bytes(regfw.compose([*JAX, "data=synthetic", "data.n_samples=200"]))
+    budget = f"hydra.launcher.memory_mb={2.5 * need / 2**20}"  # two jobs fit, not three
+    sweep = tmp_path / "split"
+    done = run_train("-m", "hydra/launcher=stacked", *common, budget, f"hydra.sweep.dir={sweep}",
+                     cwd=tmp_path, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "jobs 0-3 train as stacks of 2: each needs about" in done.stdout
+    whole = _sweep(tmp_path, "whole", *common)
+    for a, b in zip(_jobs(sweep), _jobs(whole), strict=True):
+        ours, theirs = read_metrics(a), read_metrics(b)
+        for section in ("train", "validation", "penalty"):
+            assert ours[section] == theirs[section], (a, section)  # exactly

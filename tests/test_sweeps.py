@@ -19,6 +19,9 @@ import yaml
 from tests.browser import tensorboard
 from tests.conftest import REPO, read_metrics, run_train
 
+# Its module-scoped runs are made once: the whole module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_sweeps")
+
 TINY = [
     "data=synthetic",
     "data.n_samples=200",

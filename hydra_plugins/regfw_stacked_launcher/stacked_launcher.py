@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -29,6 +29,9 @@ class StackedLauncherConf:
 
     _target_: str = "hydra_plugins.regfw_stacked_launcher.stacked_launcher.StackedLauncher"
     max_stack: int = 64  # the most jobs one program trains; larger groups are split
+    # The memory one program may take, in MiB (null: half of the device's free memory; on CPU
+    # half of MemAvailable). A group whose jobs need more is split into smaller stacks.
+    memory_mb: Optional[float] = None  # noqa: UP045 (OmegaConf reads Optional, not X | None)
 
 
 ConfigStore.instance().store(
@@ -41,10 +44,11 @@ class StackedLauncher(Launcher):
 
     Args:
         max_stack: The most jobs one program trains.
+        memory_mb: The memory one program may take (None: from the device's free memory).
     """
 
-    def __init__(self, max_stack: int = 64) -> None:
-        self.max_stack = max_stack
+    def __init__(self, max_stack: int = 64, memory_mb: float | None = None) -> None:
+        self.max_stack, self.memory_mb = max_stack, memory_mb
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -71,7 +75,10 @@ class StackedLauncher(Launcher):
                 self.config, list(overrides)
             )
             jobs.append(stacked.Job(config, index, overrides))
-        returns = stacked.launch(jobs, self.max_stack, self._run_alone, self.hydra_context)
+        budget = None if self.memory_mb is None else int(self.memory_mb * 2**20)
+        returns = stacked.launch(
+            jobs, self.max_stack, self._run_alone, self.hydra_context, budget=budget
+        )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 

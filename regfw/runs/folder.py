@@ -6,7 +6,7 @@ What regfw writes in a run folder, and the only files it ever deletes or replace
 - `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`: once every check passed, before training;
   rewritten when the run is resumed.
 - `train.log`: the run's log lines, appended.
-- `checkpoint/state.json`, `checkpoint/epoch-<n>.keras`: every `trainer.checkpoint_every`
+- `checkpoint/state.json`, `checkpoint/epoch-<n>.npz`: every `trainer.checkpoint_every`
   epochs, each replacing the last; deleted once `model.keras` and `metrics.json` are on disk.
 - `checkpoint.corrupt-<time>/`: an unreadable checkpoint, moved aside; never deleted.
 - `metrics.json`, `model.keras`: at the end of the run, atomically; never deleted.

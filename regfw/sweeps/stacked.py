@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from regfw.errors import RegfwError
 from regfw.runs import folder
 from regfw.sweeps import stacking
+from regfw.training import console
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Job:
         except RegfwError:
             self.plan = None  # the job's own run says why, when it runs alone
         self.alone = stacking.why_alone(self.cfg)
+        self._handlers: tuple[list[logging.Handler], int] | None = None
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
@@ -79,9 +81,35 @@ class Job:
             # Back to the sweep's logging: what follows must not land in this job's train.log.
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
+    @contextlib.contextmanager
+    def own_logs(self) -> Iterator[None]:
+        """Sends log lines where this job's run sends them (the console and its `train.log`).
+
+        Cheaper than `current` (a stack switches jobs every epoch): the root logger gets the
+        handlers `current` configured for this job the first time, and gets its own back after;
+        the job's file is closed after each use (a file handler opens it again when it writes).
+        """
+        root = logging.getLogger()
+        if self._handlers is None:
+            with self.current():
+                self._handlers = list(root.handlers), root.level
+        saved = list(root.handlers), root.level
+        root.handlers, _ = list(self._handlers[0]), root.setLevel(self._handlers[1])
+        try:
+            yield
+        finally:
+            for handler in self._handlers[0]:
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+            root.handlers, _ = saved[0], root.setLevel(saved[1])
+
 
 def launch(
-    jobs: list[Job], max_stack: int, run_alone: Callable[[Job], Any], context: Any
+    jobs: list[Job],
+    max_stack: int,
+    run_alone: Callable[[Job], Any],
+    context: Any,
+    budget: int | None = None,
 ) -> list[Any]:
     """Trains the jobs, stacked where they can be; returns Hydra's `JobReturn` of each, in order.
 
@@ -90,6 +118,7 @@ def launch(
         max_stack: The most jobs one program trains (`hydra.launcher.max_stack`).
         run_alone: Runs one job as Hydra's basic launcher does (`run_job`).
         context: Hydra's context (its callbacks are called for every stacked job).
+        budget: The bytes one program may take (None: half of the device's free memory).
     """
     results: dict[int, Any] = {}
     stackable = [j for j in jobs if not j.alone and j.plan and j.plan.action in ("fresh", "resume")]
@@ -105,14 +134,14 @@ def launch(
             if len(group) == 1:
                 log.info("job %d runs alone: no other job shares its program", group[0].index)
                 continue
-            results.update(_train_group(group, context))
+            results.update(_train_group(group, context, budget))
     for job in jobs:
         if job.index not in results:
             results[job.index] = run_alone(job)
     return [results[job.index] for job in jobs]
 
 
-def _train_group(group: list[Job], context: Any) -> dict[int, Any]:
+def _train_group(group: list[Job], context: Any, budget: int | None) -> dict[int, Any]:
     """Trains one stack.
 
     A stack that cannot be set up (a job's data or model is wrong) has written nothing: its jobs
@@ -122,7 +151,7 @@ def _train_group(group: list[Job], context: Any) -> dict[int, Any]:
     from regfw.sweeps.callback import record_failure
     from regfw.training import stacked
 
-    log.info("jobs %s train as one program", ", ".join(str(j.index) for j in group))
+    log.info("jobs %s train as one program", console.spans([str(j.index) for j in group]))
     with contextlib.ExitStack() as claims:
         claimed = []
         try:
@@ -142,22 +171,25 @@ def _train_group(group: list[Job], context: Any) -> dict[int, Any]:
 
             metrics = stacked.train_stack(
                 [
-                    stacked.StackedJob(j.cfg, j.run_dir, c.plan.epochs_done, j.current)
+                    stacked.StackedJob(j.cfg, j.run_dir, c.plan.epochs_done, j.current, j.own_logs)
                     for j, c in zip(group, claimed, strict=True)
                 ],
                 before_training=record,
+                budget=budget,
             )
         except Exception as error:
             reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
             if not claimed or not all(c.recorded for c in claimed):
                 log.error(
                     "the stack of jobs %s could not be set up (%s); they run one by one",
-                    ", ".join(str(j.index) for j in group),
+                    console.spans([str(j.index) for j in group]),
                     reason,
                 )
                 return {}
             log.error(
-                "the stack of jobs %s failed: %s", ", ".join(str(j.index) for j in group), reason
+                "the stack of jobs %s failed: %s",
+                console.spans([str(j.index) for j in group]),
+                reason,
             )
             metrics = []
             for job in group:

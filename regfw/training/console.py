@@ -146,3 +146,15 @@ def warnings_logged() -> Iterator[None]:
         yield
     finally:
         logging.captureWarnings(False)
+
+
+def spans(names: list[str]) -> str:
+    """Job names as short ranges: `0-3, 7, 9-12` (numbers in a row become one range)."""
+    parts: list[list[str]] = []
+    for name in names:
+        last = parts[-1][-1] if parts else None
+        if last is not None and name.isdigit() and last.isdigit() and int(name) == int(last) + 1:
+            parts[-1].append(name)
+        else:
+            parts.append([name])
+    return ", ".join(p[0] if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in parts)

@@ -52,12 +52,14 @@ class StackedJob:
         run_dir: The job's folder (claimed and recorded by the caller).
         initial_epoch: Epochs already in its checkpoint (0: a fresh run).
         use: Makes the job's Hydra config current (for its record and logs); None outside Hydra.
+        logs: Sends log lines to the job's console and `train.log` only (cheaper than `use`).
     """
 
     cfg: DictConfig
     run_dir: Path
     initial_epoch: int = 0
     use: Any = None
+    logs: Any = None
 
 
 def _is_number(value: Any) -> bool:
@@ -237,17 +239,76 @@ def _orders(jobs: list[StackedJob], n: int, batch: int, epoch: int) -> tuple[Any
     return steps, tail
 
 
-def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dict[str, Any]]:
+def job_bytes(cfg: DictConfig) -> int:
+    """An upper estimate of the device memory one job of a stack takes, in bytes.
+
+    Its data (every job may have its own split: `trainer.seed` chooses it), its variables four
+    times (weights, gradients and up to two optimizer slots) and the activations of one batch
+    three times (forward, backward and the next batch's in flight).
+    """
+    split = data.load(cfg.data, seed=cfg.trainer.seed)
+    arrays = sum(a.nbytes for a in (split.x_train, split.y_train, split.x_val, split.y_val))
+    keras.backend.clear_session(free_memory=True)
+    model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+    variables = sum(int(np.prod(v.shape)) * 4 for v in model.weights) * 4
+    try:
+        outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
+    except (AttributeError, ValueError, TypeError):  # a model without symbolic outputs
+        outputs = 0
+    keras.backend.clear_session(free_memory=True)
+    return arrays + variables + 3 * 4 * cfg.trainer.batch_size * outputs
+
+
+def available_bytes() -> int:
+    """The memory a stack may take: half of what the device has free (on CPU, `MemAvailable`)."""
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024 // 2
+    return 2**62  # unknown: no limit
+
+
+def train_stack(
+    jobs: list[StackedJob], before_training: Any = None, budget: int | None = None
+) -> list[dict[str, Any]]:
     """Trains the jobs: same `regfw.sweeps.stacking.stack_key`, same initial epoch, claimed.
+
+    Jobs that would not fit in memory together (`job_bytes` each, `budget` or
+    `available_bytes()` in all) train as several stacks, one after another.
 
     Args:
         jobs: The jobs.
         before_training: Called once everything is built and checked (data, models, program),
             before anything is written: the caller records the jobs' folders there.
+        budget: The bytes a stack may take (default: `available_bytes()`).
 
     Returns:
         Each job's `metrics.json` contents, in order (also written to its folder).
     """
+    need = job_bytes(jobs[0].cfg)
+    budget = available_bytes() if budget is None else budget
+    size = max(1, budget // max(need, 1))
+    if size >= len(jobs):
+        return _train_one_stack(jobs, before_training)
+    log.info(
+        "jobs %s train as stacks of %d: each needs about %.0f MiB and %.0f MiB are available",
+        console.spans([j.run_dir.name for j in jobs]), size, need / 2**20, budget / 2**20,
+    )  # fmt: skip
+    if before_training is not None:
+        before_training()
+    results = []
+    for first in range(0, len(jobs), size):
+        results += _train_one_stack(jobs[first : first + size])
+    return results
+
+
+def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dict[str, Any]]:
+    """Trains the jobs as one program (see `train_stack`)."""
     import jax
     import jax.numpy as jnp
 
@@ -301,17 +362,20 @@ def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dic
 
     if before_training is not None:
         before_training()
+    cost = {"setup": time.perf_counter() - start, "compiling and first epoch": 0.0,
+            "later epochs": 0.0, "per-job callbacks": 0.0, "saving": 0.0}  # fmt: skip
+    tick = time.perf_counter()
     knob = jnp.asarray(knobs.values)
     active = jnp.ones(len(jobs), bool)
     bad = jnp.full(len(jobs), -1, jnp.int32)
     own = [_JobRun(job, template, terms, knobs, knobs.values[i]) for i, job in enumerate(jobs)]
     for run in own:
-        others = ", ".join(str(j.run_dir.name) for j in jobs if j is not run.job)
+        others = console.spans([j.run_dir.name for j in jobs if j is not run.job])
         run.say(f"run folder {console.shown_path(run.job.run_dir)}")
         run.say(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
                 + (f", from epoch {initial}" if initial else ""))  # fmt: skip
     running = [True] * len(jobs)
-    compile_seconds = None
+    cost["per-job callbacks"] += time.perf_counter() - tick
     for epoch in range(initial, epochs):
         flat = _schedule(flat, template, terms, jobs, epoch)
         steps, tail = _orders(jobs, n, batch, epoch)
@@ -330,7 +394,10 @@ def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dic
         )
         flat, _, val_logs = program.validate(flat, zeros, knob, x_val, y_val, val_order, val_tail)
         host = jax.device_get((flat, active, bad, train_logs, val_logs))
-        compile_seconds = compile_seconds or time.perf_counter() - tick
+        cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
+            time.perf_counter() - tick
+        )
+        tick = time.perf_counter()
         for i, run in enumerate(own):
             if not running[i]:
                 continue
@@ -340,14 +407,17 @@ def train_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dic
             running[i] = run.epoch_end(
                 epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
             )
+        cost["per-job callbacks"] += time.perf_counter() - tick
         if not any(running):
             break
+    tick = time.perf_counter()
     results = [run.finish(initial, time.perf_counter() - start) for run in own]
+    cost["saving"] = time.perf_counter() - tick
     log.info(
-        "stacked: %d jobs in %.1f s (first epoch, with compiling: %.1f s)",
+        "stacked: %d jobs in %.1f s: %s",
         len(jobs),
         time.perf_counter() - start,
-        compile_seconds or 0.0,
+        ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cost.items()),
     )
     return results
 
@@ -400,8 +470,11 @@ class _JobRun:
 
     def say(self, line: str) -> None:
         """Says a line as this job's run would (on the console and in its `train.log`)."""
-        with self._current():
+        with self._logging():
             console.say(line)
+
+    def _logging(self) -> Any:
+        return self.job.logs() if self.job.logs else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def _current(self) -> Iterator[None]:
@@ -424,7 +497,7 @@ class _JobRun:
     ) -> bool:
         """Runs the job's callbacks for `epoch`; returns whether the job goes on."""
         self._load(state)
-        with self._current(), self.knobs.set([float(v) for v in self.knob]):
+        with self._logging(), self.knobs.set([float(v) for v in self.knob]):
             if bad_step is not None:
                 where = f"epoch {epoch + 1}, batch {bad_step + 1}"
                 self.guard.reason = (
