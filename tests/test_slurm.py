@@ -260,7 +260,7 @@ def test_grid_summary_and_report_are_written_by_the_submitting_process(sweeps):
             metrics["validation"]["data_loss"]
         )
     output = sweeps.output["grid"]
-    assert "| job | penalty | penalty.scale | penalty.name | status |" in output
+    assert "| job | penalty.name | penalty.scale | status |" in output  # penalty= is penalty.name
     assert output.count("| ok |") == 4
     assert "Submitit 'slurm' sweep output dir" in output
     assert (sweeps.grid / "validation_vs_scale.png").stat().st_size > 10_000
