@@ -51,6 +51,8 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 def run_with_fault(fault: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`train.py` that kills itself with SIGKILL at an exact write (see tests/faults.py)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # tests/faults.py imports regfw: this checkout's, whatever else is installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, str(REPO / "tests" / "faults.py"), fault, str(REPO / "train.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
