@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,27 +80,32 @@ def _command_id(command: tuple[dict[str, str], list[str]]) -> str:
     return worker + " ".join(args)
 
 
-@pytest.mark.parametrize(("env", "args"), TRAIN_COMMANDS, ids=map(_command_id, TRAIN_COMMANDS))
-def test_every_readme_train_command_is_valid(env, args, tmp_path, monkeypatch):
+def _problem(args: list[str], cwd: Path) -> str | None:
+    """`regfw.cli.find_problem(args)`; in a process of its own when the command picks a backend.
+
+    Choosing a backend must happen before Keras is imported, and this process imported it.
+    """
     from regfw.cli import find_problem
 
+    if not any(arg.startswith("trainer.backend=") for arg in args):
+        return find_problem(args)
+    code = "import sys; from regfw.cli import find_problem; print(find_problem(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = done.stdout.strip().splitlines()[-1]
+    return None if answer == "None" else answer
+
+
+@pytest.mark.parametrize(("env", "args"), TRAIN_COMMANDS, ids=map(_command_id, TRAIN_COMMANDS))
+def test_every_readme_train_command_is_valid(env, args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if any(arg.startswith("hydra.searchpath=") for arg in args):
         pytest.skip("needs the example's own files: test_open_config runs that block whole")
     for arg in args:  # the user's own data files: any file of that name passes the check
         if arg.startswith("data.path="):
             (tmp_path / arg.split("=", 1)[1]).write_text("x\n")
-    if any(arg.startswith("trainer.backend=") for arg in args):
-        # Choosing a backend must happen before Keras is imported: a process of its own.
-        import subprocess
-        import sys
-
-        code = "import sys; from regfw.cli import find_problem; print(find_problem(sys.argv[1:]))"
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
-        assert done.stdout.strip().splitlines()[-1] == "None", done.stdout + done.stderr[-2000:]
-    else:
-        assert find_problem(args) is None
+    assert _problem(args, tmp_path) is None
     assert set(env) <= {"TF_CONFIG"}
     if env:  # a worker of the README's cluster: TensorFlow's TF_CONFIG format
         tf_config = json.loads(env["TF_CONFIG"])
@@ -146,13 +154,13 @@ def test_sweep_commands_in_the_readme_are_valid():
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from regfw import cli
     from regfw.config import compose as config
 
     commands = _sweep_commands()
-    assert len(commands) == 10 and any("hydra/launcher=submitit_slurm" in c for c in commands)
+    assert len(commands) == 11 and any("hydra/launcher=submitit_slurm" in c for c in commands)
+    assert any("hydra/launcher=stacked" in c for c in commands)
     for args in commands:
-        assert cli.find_problem(args) is None, args
+        assert _problem(args, REPO) is None, args
         first = []  # Hydra's compose takes one value per key: the first of each sweep
         for override in OverridesParser.create().parse_overrides(args[1:]):
             values = (
