@@ -59,6 +59,17 @@ def run_with_fault(fault: str, *args: str, cwd: Path) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+def layer_weights(model) -> list:
+    """A regfw model's weights without its penalty state, as a plain Keras model has them.
+
+    `model.weights` ends with `penalty_state/...` (the scales, power-iteration blocks), which a
+    model without regfw's penalties (a twin, a plain `keras.saving.load_model`) does not have.
+    """
+    own = [v for v in model.weights if not v.path.startswith("penalty_state/")]
+    assert len(own) == len(model.weights) - len(model.penalty_state.weights)
+    return [v.numpy() for v in own]
+
+
 def read_metrics(run_dir: Path) -> dict:
     """Returns a run folder's metrics.json."""
     return json.loads((run_dir / "metrics.json").read_text())

@@ -22,7 +22,7 @@ import regfw
 from regfw import penalties
 from regfw.build.attach import attach_penalties
 from regfw.build.data import load
-from tests.conftest import train_step_function
+from tests.conftest import layer_weights, train_step_function
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 0.05  # large enough that the penalty is most of the loss of the article's MLP
@@ -69,11 +69,7 @@ def unpenalized_twin(model: keras.Model, overrides: list[str]) -> keras.Model:
     """A regfw model with no penalty attached and the same weights as `model`."""
     twin = regfw.build_model(regfw.compose(overrides))
     assert penalized(twin) == []
-    # `model.weights` ends with the penalty state (scales, power-iteration vectors), which the
-    # twin has none of.
-    own = [v for v in model.weights if not v.path.startswith("penalty_state/")]
-    assert len(own) == len(model.weights) - len(model.penalty_state.weights)
-    twin.set_weights([v.numpy() for v in own])
+    twin.set_weights(layer_weights(model))
     return twin
 
 
@@ -213,11 +209,7 @@ def test_multi_output_adds_the_penalty_once():
 
     # The article's closure on each output adds the shared weights' penalty once per output.
     twin = _two_headed()
-    # `model.weights` ends with the penalty state (scales, power-iteration vectors), which the
-    # twin has none of.
-    own = [v for v in model.weights if not v.path.startswith("penalty_state/")]
-    assert len(own) == len(model.weights) - len(model.penalty_state.weights)
-    twin.set_weights([v.numpy() for v in own])
+    twin.set_weights(layer_weights(model))
     assert penalized(twin) == []
     penalty = penalties.get("orthogonal", scale=scale)
     hidden_kernel = [twin.get_layer("hidden").kernel]

@@ -15,7 +15,7 @@ import pytest
 
 import regfw
 from regfw.config.schema import ConfigError, validate
-from tests.conftest import REPO, read_metrics, run_train
+from tests.conftest import REPO, layer_weights, read_metrics, run_train
 
 FAST = ["trainer.verbose=0", "trainer.histograms=false"]
 # 320 training samples: whole batches of 32, so two replicas of 16 see exactly one device's batch.
@@ -175,9 +175,7 @@ def test_two_workers_on_loopback_agree_with_one_device(tmp_path, fresh_keras):
 
     args = [*EVEN, "trainer.epochs=2", *FAST]
     _two_workers(tmp_path, [*args, "trainer.strategy=multi_worker"])
-    built = regfw.build_model(regfw.compose(args))  # seeded as the run seeds it
-    # The layers' weights, as a plain Keras load has them (without regfw's penalty state).
-    start = [v.numpy() for v in built.weights if not v.path.startswith("penalty_state/")]
+    start = layer_weights(regfw.build_model(regfw.compose(args)))  # seeded as the run seeds it
     one = regfw.train(regfw.compose(args), output_dir=tmp_path / "one")
     first, second = (read_metrics(tmp_path / name) for name in ("w0", "w1"))
     assert first["train"] == second["train"] and first["penalty"] == second["penalty"]
