@@ -109,11 +109,46 @@ def _check_run(run_dir, penalty_terms):
         assert tag in train_tags
     for term in penalty_terms:
         assert f"penalty/{term}" in train_tags
-    assert any(t.endswith("/histogram") for t in train_tags)
+    histograms = [t for t in train_tags if t.endswith("/histogram")]
+    assert histograms, train_tags
+    _check_histograms(run_dir, histograms)
     validation = event_scalars(run_dir / "validation")
     assert validation["data_loss"][-1][1] == pytest.approx(metrics["validation"]["data_loss"])
     assert validation["epoch_loss"][-1][1] == pytest.approx(metrics["validation"]["loss"])
     return metrics
+
+
+def _check_histograms(run_dir, tags):
+    """The last epoch's histograms are the final weights' (one per weight, every entry counted)."""
+    import keras
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    weights = {f"{w.path}/histogram": np.asarray(w.numpy()) for w in model.weights}
+    weights = {tag: w for tag, w in weights.items() if not tag.startswith("penalty_state/")}
+    assert sorted(tags) == sorted(weights)
+    acc = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag, w in weights.items():
+        buckets = tensor_util.make_ndarray(acc.Tensors(tag)[-1].tensor_proto)
+        assert buckets.shape == (30, 3) and buckets[:, 2].sum() == w.size
+        assert buckets[0, 0] == pytest.approx(w.min()) and buckets[-1, 1] == pytest.approx(w.max())
+
+
+@pytest.mark.parametrize(
+    "data", [np.arange(7.0), np.full((3, 4), 0.25), np.array([1.0]), np.zeros(0),
+             np.random.default_rng(0).normal(size=(64, 33)).astype(np.float32)],
+    ids=["arange", "constant", "one", "empty", "normal"],
+)  # fmt: skip
+def test_histogram_buckets_are_tensorflows(data):
+    import tensorflow as tf
+    from tensorboard.plugins.histogram.summary_v2 import _buckets
+
+    from regfw.training.events import histogram_buckets
+
+    expected = _buckets(tf.constant(data), tf.constant(30)).numpy()
+    np.testing.assert_allclose(histogram_buckets(data), expected, rtol=1e-12, atol=0)
 
 
 def test_default_run(tmp_path, backend):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -39,6 +40,54 @@ ConfigStore.instance().store(
 )
 
 
+class ComposedOnce(ConfigLoader):
+    """Hydra's config loader, keeping the configs a sweeper composes for this launcher to take.
+
+    Hydra's sweepers compose every job's config before launching a batch
+    (`Sweeper.validate_batch_is_legal`, "this repeats work the launcher will do, but as the
+    launcher may be performing this in a different process..."); this launcher runs its jobs in
+    the sweeper's process, so it takes those configs instead of composing each again (about
+    0.2 s a job). What the launcher does not take is dropped when it has launched.
+
+    Args:
+        loader: The loader of Hydra's context.
+    """
+
+    def __init__(self, loader: ConfigLoader) -> None:
+        self.loader = loader
+        self.composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
+        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        self.composed[id(master_config), tuple(sweep_overrides)] = config
+        return config
+
+    def take(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
+        """The job's config: the one the sweeper composed, else a new one."""
+        config = self.composed.pop((id(master_config), tuple(sweep_overrides)), None)
+        if config is None:
+            config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        return config
+
+    def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
+        return self.loader.load_configuration(*args, **kwargs)
+
+    def get_search_path(self) -> Any:
+        return self.loader.get_search_path()
+
+    def get_sources(self) -> Any:
+        return self.loader.get_sources()
+
+    def list_groups(self, parent_name: str) -> Any:
+        return self.loader.list_groups(parent_name)
+
+    def get_group_options(self, *args: Any, **kwargs: Any) -> Any:
+        return self.loader.get_group_options(*args, **kwargs)
+
+    def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
+        return self.loader.compute_defaults_list(*args, **kwargs)
+
+
 class StackedLauncher(Launcher):
     """Launches a sweep's jobs, stacked where they can be.
 
@@ -57,6 +106,9 @@ class StackedLauncher(Launcher):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        if not isinstance(hydra_context.config_loader, ComposedOnce):
+            # The sweeper holds this same context: it composes through the wrapper.
+            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -71,14 +123,13 @@ class StackedLauncher(Launcher):
         for offset, overrides in enumerate(job_overrides):
             index = initial_job_idx + offset
             log.info(f"\t#{index} : {' '.join(filter_overrides(overrides))}")
-            config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
+            config = self.hydra_context.config_loader.take(self.config, list(overrides))
             jobs.append(stacked.Job(config, index, overrides))
         budget = None if self.memory_mb is None else int(self.memory_mb * 2**20)
         returns = stacked.launch(
             jobs, self.max_stack, self._run_alone, self.hydra_context, budget=budget
         )
+        self.hydra_context.config_loader.composed.clear()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 

@@ -11,7 +11,6 @@ run alone writes it (its `.hydra/` record, `train.log`, TensorBoard events, chec
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -48,9 +47,8 @@ class Job:
         )
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = str(self.run_dir)
-        self.cfg = copy.deepcopy(config)
-        with read_write(self.cfg), open_dict(self.cfg):
-            del self.cfg["hydra"]
+        self.cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        OmegaConf.set_struct(self.cfg, bool(OmegaConf.is_struct(config)))  # as Hydra's job config
         self.where = f"hydra.sweep.dir={sweep_dir} (job {index})"
         state = folder.inspect(self.run_dir)
         try:
@@ -64,36 +62,43 @@ class Job:
             self.plan = None  # the job's own run says why, when it runs alone
         self.alone = stacking.why_alone(self.cfg)
         self._handlers: tuple[list[logging.Handler], int] | None = None
+        self._hydra_view: Any = None
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
         """Makes this job's Hydra config and log file current (for its record and logs)."""
         from hydra.core.hydra_config import HydraConfig
-        from hydra.core.utils import configure_log
 
         saved = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(self.config)
-        configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+        self._make_hydra_current()
         try:
-            yield
+            with self.own_logs():
+                yield
         finally:
             HydraConfig.instance().cfg = saved
-            # Back to the sweep's logging: what follows must not land in this job's train.log.
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+    def _make_hydra_current(self) -> None:
+        """`HydraConfig.instance().set_config(self.config)`, whose copy (about 20 ms) is kept."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if self._hydra_view is None:
+            HydraConfig.instance().set_config(self.config)
+            self._hydra_view = HydraConfig.instance().cfg
+        HydraConfig.instance().cfg = self._hydra_view
 
     @contextlib.contextmanager
     def own_logs(self) -> Iterator[None]:
         """Sends log lines where this job's run sends them (the console and its `train.log`).
 
-        Cheaper than `current` (a stack switches jobs every epoch): the root logger gets the
-        handlers `current` configured for this job the first time, and gets its own back after;
-        the job's file is closed after each use (a file handler opens it again when it writes).
+        Hydra's `configure_log` (a `logging.config.dictConfig`, about 15 ms) runs once per job:
+        the root logger gets the handlers it made for this job then, and gets them again each time
+        after (a stack switches jobs every epoch), and its own back after each use; the job's
+        file is closed after each use (a file handler opens it again when it writes).
         """
         root = logging.getLogger()
-        if self._handlers is None:
-            with self.current():
-                self._handlers = list(root.handlers), root.level
         saved = list(root.handlers), root.level
+        if self._handlers is None:
+            self._handlers = self._configure()
         root.handlers, _ = list(self._handlers[0]), root.setLevel(self._handlers[1])
         try:
             yield
@@ -102,6 +107,23 @@ class Job:
                 if isinstance(handler, logging.FileHandler):
                     handler.close()
             root.handlers, _ = saved[0], root.setLevel(saved[1])
+
+    def _configure(self) -> tuple[list[logging.Handler], int]:
+        """The root logger's handlers and level as Hydra configures them for this job."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.utils import configure_log
+
+        root = logging.getLogger()
+        saved_handlers, saved_level = list(root.handlers), root.level
+        saved_config = HydraConfig.instance().cfg
+        self._make_hydra_current()  # its log file's path names the job
+        try:
+            configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+            return list(root.handlers), root.level
+        finally:
+            HydraConfig.instance().cfg = saved_config
+            root.handlers = saved_handlers
+            root.setLevel(saved_level)
 
 
 def launch(
@@ -208,7 +230,7 @@ def _job_return(job: Job, metrics: dict[str, Any]) -> Any:
     from hydra.core.utils import JobReturn, JobStatus
 
     ret = JobReturn()
-    ret.cfg, ret.hydra_cfg = job.cfg, copy.deepcopy(job.config)
+    ret.cfg, ret.hydra_cfg = job.cfg, job.config  # each job's own, never changed after
     ret.overrides, ret.working_dir, ret.task_name = job.overrides, os.getcwd(), "train"
     value = metrics["objective"]["value"]
     ret.return_value = math.nan if value is None else value

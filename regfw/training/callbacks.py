@@ -125,20 +125,33 @@ class RegfwTensorBoard(keras.callbacks.TensorBoard):
         self._pop_writer()  # Keras would also write evaluation_*_vs_iterations here
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Writes the epoch's scalars (and histograms) as Keras would, one summary per writer."""
         logs = logs or {}
-        super().on_epoch_end(epoch, {k: v for k, v in logs.items() if not is_own_key(k)})
-        own = {k: v for k, v in logs.items() if is_own_key(k)}
-        for writer, prefix in ((self._train_writer, ""), (self._val_writer, "val_")):
-            items = {
-                k.removeprefix(prefix): v
-                for k, v in own.items()
-                if k.startswith("val_") == bool(prefix)
-            }
+        train = self._collect_learning_rate(
+            {k: v for k, v in logs.items() if not k.startswith("val_")}
+        )
+        val = {k.removeprefix("val_"): v for k, v in logs.items() if k.startswith("val_")}
+        for writer, items in ((self._train_writer, train), (self._val_writer, val)):
             if items:
-                with writer.as_default():
-                    for tag, value in items.items():
-                        tf.summary.scalar(tag, value, step=epoch)
-                writer.flush()
+                tags = {(k if is_own_key(k) else f"epoch_{k}"): v for k, v in items.items()}
+                self._write(writer, events.scalars(tags), epoch)
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            self._log_weights(epoch)
+
+    def _log_weights(self, epoch: int) -> None:
+        """Each weight's histogram under Keras's tag (`<weight path>/histogram`)."""
+        weights = {
+            f"{weight.path.replace(':', '_')}/histogram": keras.ops.convert_to_numpy(weight)
+            for layer in self.model.layers
+            for weight in layer.weights
+        }
+        self._write(self._train_writer, events.histograms(weights), epoch)
+
+    @staticmethod
+    def _write(writer: Any, summary: Any, step: int) -> None:
+        with writer.as_default():
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+        writer.flush()
 
 
 def make_callbacks(
