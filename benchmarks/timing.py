@@ -96,15 +96,21 @@ def regfw_step_time(overrides: Sequence[str], run_dir: Path) -> float:
         overrides: Config overrides; `trainer.epochs` should be at least 2.
         run_dir: Where the run's TensorBoard files go.
     """
+    import regfw
+    from regfw.config import backend
+
+    cfg = regfw.compose(overrides)
+    name = backend.use(cfg.trainer)  # before Keras is imported: one process has one backend
+
     import keras
 
-    import regfw
     from regfw.build import data
     from regfw.training import trainer
     from regfw.training.callbacks import make_callbacks
     from regfw.training.divergence import DivergenceGuard
 
-    cfg = regfw.compose(overrides)
+    if keras.config.backend() != name:
+        raise RuntimeError(f"the run asks for {name}, but Keras runs {keras.config.backend()}")
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.trainer.seed)
     split = data.load(cfg.data, seed=cfg.trainer.seed)
