@@ -154,6 +154,7 @@ def test_histogram_buckets_are_tensorflows(data):
 def test_default_run(tmp_path, backend):
     result = run_train(f"trainer.backend={backend}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "libtpu" not in result.stdout + result.stderr  # JAX's note on machines without a TPU
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
     metrics = _check_run(run_dir, ["orthogonal"])
     assert metrics["epochs_run"] == 10

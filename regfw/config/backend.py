@@ -7,6 +7,7 @@ imported with is refused. Nothing here imports Keras.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -58,4 +59,6 @@ def use(trainer: DictConfig) -> str:
     os.environ["KERAS_BACKEND"] = backend
     if backend == "jax":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        # JAX says at INFO that it found no TPU library, on every machine without one.
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     return backend
