@@ -59,44 +59,59 @@ def test_a_process_keeps_the_backend_keras_was_imported_with():
 
 
 AGREEMENT = """
-import json, sys
+import json
 import numpy as np
 import keras
 from regfw import penalties
-out = {}
-for name in json.loads(sys.argv[1]):
-    rng = np.random.default_rng(0)
-    for shape in ((30, 64), (3, 3, 4, 8), (64, 1)):
-        w = keras.Variable((rng.normal(0, 0.5, size=shape)).astype("float32"))
-        p = penalties.get(name, scale=0.5)
-        if p.unsupported(shape):
-            continue
-        if keras.config.backend() == "jax":
-            import jax
-            value, grad = jax.value_and_grad(lambda v: p(v))(w.value)
-        else:
-            import tensorflow as tf
-            with tf.GradientTape() as tape:
-                value = p(w)
-            grad = tape.gradient(value, w.value)
-        rms = float(np.sqrt(np.mean(np.square(w.numpy()))))
-        out[f"{name} {shape}"] = [float(value), np.asarray(grad).ravel().tolist(), rms]
-print("RESULT " + json.dumps(out))
+
+
+def agreement(names):
+    out = {}
+    for name in names:
+        rng = np.random.default_rng(0)
+        for shape in ((30, 64), (3, 3, 4, 8), (64, 1)):
+            w = keras.Variable((rng.normal(0, 0.5, size=shape)).astype("float32"))
+            p = penalties.get(name, scale=0.5)
+            if p.unsupported(shape):
+                continue
+            if keras.config.backend() == "jax":
+                import jax
+                value, grad = jax.value_and_grad(lambda v: p(v))(w.value)
+            else:
+                import tensorflow as tf
+                with tf.GradientTape() as tape:
+                    value = p(w)
+                grad = tape.gradient(value, w.value)
+            rms = float(np.sqrt(np.mean(np.square(w.numpy()))))
+            out[f"{name} {shape}"] = [float(value), np.asarray(grad).ravel().tolist(), rms]
+    return json.loads(json.dumps(out))
 """
 
 
-def _penalties_on(backend_name: str) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend_name, "PYTHONPATH": str(REPO),
+def _penalties_on_jax() -> dict:
+    code = (
+        AGREEMENT
+        + "import sys\nprint('RESULT ' + json.dumps(agreement(json.loads(sys.argv[1]))))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO),
            "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", AGREEMENT, json.dumps(SHIPPED)], env=env,
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(SHIPPED)], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     return json.loads(line.removeprefix("RESULT "))
 
 
+def _penalties_on_tensorflow() -> dict:
+    """The same code in this process, which runs TensorFlow (asserted above)."""
+    assert keras.config.backend() == "tensorflow"
+    namespace: dict = {}
+    exec(AGREEMENT, namespace)
+    return namespace["agreement"](SHIPPED)
+
+
 def test_every_penalty_agrees_between_the_backends():
-    tf_values, jax_values = _penalties_on("tensorflow"), _penalties_on("jax")
+    tf_values, jax_values = _penalties_on_tensorflow(), _penalties_on_jax()
     assert sorted(tf_values) == sorted(jax_values) and len(tf_values) >= 40
     for key, (value, grad, rms) in tf_values.items():
         other_value, other_grad, _ = jax_values[key]
@@ -144,7 +159,7 @@ def _scalars(folder):
     return event_scalars(folder)
 
 
-def test_jax_runs_write_what_tensorflow_runs_write(everything_on_jax, tmp_path):
+def test_jax_runs_write_what_tensorflow_runs_write(everything_on_jax, tmp_path, fresh_keras):
     run_dir, _ = everything_on_jax
     code = f"""
 import json, regfw
@@ -167,9 +182,10 @@ print("RESULT " + json.dumps({{"backend": keras.config.backend(), "evaluate": re
     assert out["evaluate"]["data_loss"] == pytest.approx(
         metrics["validation"]["data_loss"], rel=1e-5
     )
-    tf_run = tmp_path / "tf"
-    assert run_train(*FAST, "trainer.histograms=true", f"hydra.run.dir={tf_run}",
-                     cwd=tmp_path).returncode == 0  # fmt: skip
+    tf_run = tmp_path / "tf"  # a TensorFlow run in this process (which runs TensorFlow)
+    assert keras.config.backend() == "tensorflow"
+    tf_metrics = regfw.train(regfw.compose([*FAST, "trainer.histograms=true"]), tf_run)
+    assert tf_metrics["status"] == "completed"
     for folder in ("train", "validation"):
         jax_tags = {t for t in event_tags(run_dir / folder) if "/" not in t or t.startswith(
             ("penalty/total", "diagnostics/near_zero"))}  # fmt: skip

@@ -193,28 +193,52 @@ EXPERIMENTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def article_runs(tmp_path_factory):
+    """The three experiments' runs, then one plain-Keras process that loads every model.keras.
+
+    experiment -> (the train.py process, its run folder, the loading process, what it loaded).
+    The loading process asserts that no regfw module was imported after each load.
+    """
+    root = tmp_path_factory.mktemp("article")
+    runs = {}
+    for experiment, _, extra in EXPERIMENTS:
+        run_dir = root / experiment
+        runs[experiment] = (
+            run_dir,
+            run_train(f"+experiment={experiment}", *extra, f"hydra.run.dir={run_dir}", cwd=root),
+        )
+    models = {e: str(d / "model.keras") for e, (d, r) in runs.items() if r.returncode == 0}
+    code = (
+        "import json, sys, keras\n"
+        f"for experiment, path in {models!r}.items():\n"
+        "    model = keras.saving.load_model(path)\n"
+        "    assert not any(m.startswith('regfw') for m in sys.modules)\n"
+        "    weights = {w.path: w.numpy().tolist() for w in model.weights}\n"
+        "    print('LOADED ' + json.dumps([experiment, model.input_shape, weights]))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    found = {}
+    for line in loaded.stdout.splitlines():
+        if line.startswith("LOADED "):
+            experiment, input_shape, weights = json.loads(line.removeprefix("LOADED "))
+            found[experiment] = input_shape, weights
+    return {e: (r, d, loaded, found.get(e)) for e, (d, r) in runs.items()}
+
+
+# The three runs and their one loading process are made once: these tests on one xdist worker.
+@pytest.mark.xdist_group("test_cli")
 @pytest.mark.parametrize(
     ("experiment", "term", "extra"), EXPERIMENTS, ids=[e[0] for e in EXPERIMENTS]
 )
-def test_article_experiments_run_and_reload_in_plain_keras(tmp_path, experiment, term, extra):
-    run_dir = tmp_path / "run"
-    result = run_train(
-        f"+experiment={experiment}", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path
-    )
+def test_article_experiments_run_and_reload_in_plain_keras(article_runs, experiment, term, extra):
+    result, run_dir, loaded, found = article_runs[experiment]
     assert result.returncode == 0, result.stderr
     metrics = _check_run(run_dir, [term])
-    code = (
-        "import json, sys, keras\n"
-        f"model = keras.saving.load_model({str(run_dir / 'model.keras')!r})\n"
-        "assert not any(m.startswith('regfw') for m in sys.modules)\n"
-        "weights = {w.path: w.numpy().tolist() for w in model.weights}\n"
-        "print(json.dumps([model.input_shape, weights]))\n"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
     assert loaded.returncode == 0, loaded.stderr
-    input_shape, weights = json.loads(loaded.stdout.strip().splitlines()[-1])
+    input_shape, weights = found
     assert input_shape == [None, 10]
     assert list(weights) == ["dense/kernel", "dense/bias", "output/kernel", "output/bias"]
     weights = [np.array(w) for w in weights.values()]

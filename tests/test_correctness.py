@@ -168,8 +168,15 @@ def test_load_model_reattaches_penalties_constraints_and_optimizer(tmp_path):
                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(run_dir)
+    # One fresh process: plain Keras loads model.keras first, before regfw is imported at all;
+    # then regfw.load_model loads the run again.
     code = f"""
-import json, numpy as np, keras, regfw
+import json, sys, keras
+plain = keras.saving.load_model({str(run_dir / "model.keras")!r})
+assert not any(m.startswith("regfw") for m in sys.modules)
+from sklearn import datasets
+print("PLAIN " + json.dumps({{"compiled": plain.compiled, "losses": len(plain.losses)}}))
+import numpy as np, regfw
 from regfw.build import data
 model = regfw.load_model({str(run_dir)!r})
 cfg = regfw.compose({FAST!r})
@@ -193,7 +200,8 @@ print("RESULT " + json.dumps({{
     "iterations": iterations,
 }}))
 """
-    out = _run_python(code, tmp_path)
+    done = _run_python(code, tmp_path)
+    out = _result(done, "RESULT ")
     assert out["evaluate"]["loss"] == pytest.approx(metrics["validation"]["loss"], rel=1e-6)
     assert out["evaluate"]["data_loss"] == pytest.approx(
         metrics["validation"]["data_loss"], rel=1e-6
@@ -203,14 +211,7 @@ print("RESULT " + json.dumps({{
     assert out["bias_decayed"] is False and out["kernel_decayed"] is True
     assert out["iterations"] == 2 * -(-240 // 32)  # the optimizer state came back too
 
-    plain = f"""
-import json, sys, keras
-model = keras.saving.load_model({str(run_dir / "model.keras")!r})
-assert not any(m.startswith("regfw") for m in sys.modules)
-from sklearn import datasets
-print("RESULT " + json.dumps({{"compiled": model.compiled, "losses": len(model.losses)}}))
-"""
-    assert _run_python(plain, tmp_path) == {"compiled": True, "losses": 0}
+    assert _result(done, "PLAIN ") == {"compiled": True, "losses": 0}
 
 
 def _run_python(code, cwd):
@@ -218,8 +219,12 @@ def _run_python(code, cwd):
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
                           timeout=240, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    return json.loads(line.removeprefix("RESULT "))
+    return done
+
+
+def _result(done, prefix):
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith(prefix)]
+    return json.loads(line.removeprefix(prefix))
 
 
 def test_keras_orthogonal_leaves_out_weights_it_is_undefined_on(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -211,11 +212,29 @@ def test_explain_errors_and_help(tmp_path):
         assert result.returncode == 2 and text in one_error_line(result), args
 
 
-def test_report_survives_corrupt_job_folders(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_train("-m", *SMALL, "penalty.scale=1e-4,1e-3,1e-2", f"hydra.sweep.dir={sweep}",
-                       cwd=tmp_path)  # fmt: skip
+SCALES = "penalty.scale=1e-4,1e-3,1e-2"
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """A finished 3-job sweep (copy it before changing anything): the process and its folder."""
+    root = tmp_path_factory.mktemp("sweep")
+    result = run_train("-m", *SMALL, SCALES, f"hydra.sweep.dir={root / 'sweep'}", cwd=root)
+    return result, root / "sweep"
+
+
+def _sweep_copy(finished_sweep, tmp_path):
+    result, finished = finished_sweep
     assert result.returncode == 0, result.stderr
+    sweep = tmp_path / "sweep"
+    shutil.copytree(finished, sweep)
+    return sweep
+
+
+# The sweep is made once: the tests that use it on one xdist worker.
+@pytest.mark.xdist_group("test_errors")
+def test_report_survives_corrupt_job_folders(finished_sweep, tmp_path):
+    sweep = _sweep_copy(finished_sweep, tmp_path)
     (sweep / "0" / "metrics.json").write_text('{"status": "compl')
     (sweep / "1" / ".hydra" / "overrides.yaml").write_text("penalty.scale: [unclosed\n")
     reported = subprocess.run([sys.executable, "-m", "regfw.report", str(sweep)], cwd=REPO,
@@ -261,16 +280,13 @@ def test_data_checks_single_class_not_a_zip_and_empty_csv(tmp_path):
         assert message in str(error.value)
 
 
-def test_a_rejected_sweep_writes_nothing_into_an_earlier_sweep(tmp_path):
-    sweep = tmp_path / "sweep"
-    first = run_train("-m", *SMALL, "penalty.scale=1e-4,1e-3", f"hydra.sweep.dir={sweep}",
-                      cwd=tmp_path)  # fmt: skip
-    assert first.returncode == 0, first.stderr
+@pytest.mark.xdist_group("test_errors")
+def test_a_rejected_sweep_writes_nothing_into_an_earlier_sweep(finished_sweep, tmp_path):
+    sweep = _sweep_copy(finished_sweep, tmp_path)
     before = snapshot(sweep)
-    again = run_train("-m", *SMALL, "penalty.scale=1e-4,1e-3", f"hydra.sweep.dir={sweep}",
-                      cwd=tmp_path)  # fmt: skip
+    again = run_train("-m", *SMALL, SCALES, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert again.returncode == 2
-    assert "already holds a sweep (2 job folders); finish it with trainer.resume=true" in (
+    assert "already holds a sweep (3 job folders); finish it with trainer.resume=true" in (
         one_error_line(again)
     )
     assert snapshot(sweep) == before

@@ -59,8 +59,10 @@ def test_data_loss_divergence_is_attributed_to_the_data_loss(tmp_path, fresh_ker
     assert "the data loss went non-finite" in metrics["error"]
 
 
+# 800 samples: 40 full batches of 16 per epoch. (A kill at an exact write, tests/faults.py,
+# needs no long epochs to land in; 6000 samples were for the polling kill it replaced.)
 RESUME = [
-    "data=synthetic", "data.n_samples=6000", "trainer.batch_size=16", "trainer.epochs=5",
+    "data=synthetic", "data.n_samples=800", "trainer.batch_size=16", "trainer.epochs=5",
     "trainer.deterministic=true", "trainer.histograms=false", "trainer.verbose=0",
     "model.units=[32]", "trainer.resume=true",
 ]  # fmt: skip

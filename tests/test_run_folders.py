@@ -138,14 +138,27 @@ def test_a_rejected_resume_leaves_the_folder_as_it_was(tmp_path):
     assert snapshot(tmp_path / "run") == before
 
 
-def test_kill_before_metrics_then_resume_finishes_with_the_uninterrupted_numbers(tmp_path):
-    args = [*SMALL, "trainer.resume=true"]
-    whole = run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+@pytest.fixture(scope="module")
+def killed_before_metrics(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """A run SIGKILLed after its last checkpoint, before metrics.json (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("killed")
+    args = [*SMALL, "trainer.resume=true", f"hydra.run.dir={root / 'run'}"]
+    return run_with_fault("before:metrics.json", *args, cwd=root), root / "run"
 
-    run_dir = tmp_path / "killed"
-    killed = run_with_fault("before:metrics.json", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert killed.returncode == -9  # SIGKILL after the last checkpoint, before metrics.json
+
+def _killed_copy(killed_before_metrics, target: Path) -> Path:
+    killed, run_dir = killed_before_metrics
+    assert killed.returncode == -9, killed.stderr
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def test_kill_before_metrics_then_resume_finishes_with_the_uninterrupted_numbers(
+    completed, killed_before_metrics, tmp_path
+):
+    args = [*SMALL, "trainer.resume=true"]
+    run_dir = _killed_copy(killed_before_metrics, tmp_path / "killed")
+    # SIGKILL after the last checkpoint, before metrics.json
     assert not (run_dir / "metrics.json").exists()
     assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["epochs_completed"] == 3
     (run_dir / "checkpoint" / "notes.txt").write_text("the user's")
@@ -160,7 +173,7 @@ def test_kill_before_metrics_then_resume_finishes_with_the_uninterrupted_numbers
 
     resumed = run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = read_metrics(tmp_path / "whole"), read_metrics(run_dir)
+    a, b = read_metrics(completed), read_metrics(run_dir)  # the uninterrupted run
     assert b["status"] == "completed" and b["epochs_run"] == 3
     for section in ("train", "validation", "penalty", "diagnostics"):
         assert b[section] == a[section], section
@@ -188,19 +201,19 @@ def test_a_kill_between_a_checkpoints_two_files_resumes_from_the_older_pair(comp
     assert not checkpoint.exists()  # every file in it was regfw's, temporaries included
 
 
-def test_a_checkpoint_of_another_architecture_says_what_differs(tmp_path):
-    run_dir = tmp_path / "run"
-    args = [*SMALL, "model.units=[8]", "trainer.resume=true", f"hydra.run.dir={run_dir}"]
-    assert run_with_fault("after:checkpoint/state.json:1", *args, cwd=tmp_path).returncode == -9
+def test_a_checkpoint_of_another_architecture_says_what_differs(killed_before_metrics, tmp_path):
+    run_dir = _killed_copy(killed_before_metrics, tmp_path / "run")  # model.units=[64]
+    args = [*SMALL, "model.units=[16]", "trainer.resume=true", f"hydra.run.dir={run_dir}"]
     # The recorded config changes (as when a plugin's model changed under the same config).
     config = run_dir / ".hydra" / "config.yaml"
-    config.write_text(config.read_text().replace("- 8", "- 16"))
-    result = run_train(*[a.replace("[8]", "[16]") for a in args], cwd=tmp_path)
+    assert config.read_text().count("- 64") == 1
+    config.write_text(config.read_text().replace("- 64", "- 16"))
+    result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 2
     line = one_error_line(result)
     assert "cannot resume: the checkpoint was saved by a different model" in line
-    assert "dense/kernel (10, 8) -> (10, 16)" in line
-    assert (run_dir / "checkpoint" / "epoch-00001.npz").is_file()  # not "unreadable", not moved
+    assert "dense/kernel (10, 64) -> (10, 16)" in line
+    assert (run_dir / "checkpoint" / "epoch-00003.npz").is_file()  # not "unreadable", not moved
 
 
 def test_a_dead_runs_lock_is_taken_over_with_a_message(run_copy, tmp_path):
