@@ -317,14 +317,29 @@ def _check_folders(hydra_node: DictConfig, cfg: DictConfig, multirun: bool) -> s
     if path is None:
         return None  # it depends on what only the running job knows: checked by the job
     try:
-        path = folder.check_location(str(path), key)
+        shown, path = str(path), folder.check_location(str(path), key)
         if multirun:
             _check_sweep_folder(path, bool(cfg.trainer.resume))
+        else:
+            _check_run_folder(path, shown, cfg)
     except RunFolderError as error:
         return str(error)
     absolute = Path(os.path.abspath(path))
     _NEW_FOLDERS[str(absolute)] = tuple(p for p in (absolute, *absolute.parents) if not p.exists())
     return None
+
+
+def _check_run_folder(path: Path, shown: str, cfg: DictConfig) -> None:
+    """Refuses a run folder as the run itself would (`regfw.runs.folder.plan`), but earlier.
+
+    The run checks again when it claims the folder (with its lock); checking here too means a
+    refused run answers in about a second instead of after TensorFlow's import.
+    """
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # a value only the running job can resolve: the job checks
+        return
+    folder.plan(folder.inspect(path), container, bool(cfg.trainer.resume), f"hydra.run.dir={shown}")
 
 
 def _check_sweep_folder(path: Path, resume: bool) -> None:
