@@ -335,11 +335,12 @@ def _check_run_folder(path: Path, shown: str, cfg: DictConfig) -> None:
     The run checks again when it claims the folder (with its lock); checking here too means a
     refused run answers in about a second instead of after TensorFlow's import.
     """
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        container = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # a value only the running job can resolve: the job checks
+        folder.plan_run(path, cfg, f"hydra.run.dir={shown}")
+    except OmegaConfBaseException:  # a value only the running job can resolve: the job checks
         return
-    folder.plan(folder.inspect(path), container, bool(cfg.trainer.resume), f"hydra.run.dir={shown}")
 
 
 def _check_sweep_folder(path: Path, resume: bool) -> None:

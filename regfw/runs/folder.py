@@ -291,6 +291,17 @@ def record(path: Path, cfg: DictConfig) -> None:
         atomic.write_text(folder / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
+def plan_run(path: str | os.PathLike, cfg: DictConfig, where: str) -> Plan:
+    """`plan` for a run of `cfg` in `path` as the folder is now (what `claim` decides, unlocked).
+
+    Raises:
+        RunFolderError: As `plan`.
+        omegaconf.errors.OmegaConfBaseException: If `cfg` has a value that cannot be resolved here.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return plan(inspect(Path(path)), container, bool(cfg.trainer.resume), where)
+
+
 @contextlib.contextmanager
 def claim(
     path: str | os.PathLike,
@@ -323,8 +334,7 @@ def claim(
     claimed = None
     try:
         taken_over = lock.acquire()
-        container = OmegaConf.to_container(cfg, resolve=True)
-        claimed = Claim(path, plan(inspect(path), container, bool(cfg.trainer.resume), where))
+        claimed = Claim(path, plan_run(path, cfg, where))
         if taken_over:
             claimed.plan.notes.insert(0, taken_over)
         yield claimed

@@ -50,14 +50,8 @@ class Job:
         self.cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         OmegaConf.set_struct(self.cfg, bool(OmegaConf.is_struct(config)))  # as Hydra's job config
         self.where = f"hydra.sweep.dir={sweep_dir} (job {index})"
-        state = folder.inspect(self.run_dir)
         try:
-            self.plan = folder.plan(
-                state,
-                OmegaConf.to_container(self.cfg, resolve=True),
-                bool(self.cfg.trainer.resume),
-                self.where,
-            )
+            self.plan = folder.plan_run(self.run_dir, self.cfg, self.where)
         except RegfwError:
             self.plan = None  # the job's own run says why, when it runs alone
         self.alone = stacking.why_alone(self.cfg)
