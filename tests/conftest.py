@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,40 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs `python train.py <args>` in `cwd` and returns the finished process."""
+def run_train(
+    *args: str, cwd: Path, timeout: float = 300, fresh: bool = False
+) -> subprocess.CompletedProcess:
+    """Runs `python train.py <args>` in `cwd` and returns the finished process.
+
+    The process is forked from a warm one that has imported what `train.py` imports
+    (`tests/warm.py`), unless `fresh`: tests of how a process starts (what it imports, what
+    TensorFlow says while it does) ask for a fresh `python train.py`.
+    """
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return _run([str(REPO / "train.py"), *args], cwd, env, timeout, fresh)
+
+
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float, fresh: bool
+) -> subprocess.CompletedProcess:
+    """`python <command>`: forked from a warm process of its backend, or (`fresh`) started anew."""
+    backend = _backend_of(command, env)
+    if fresh or backend is None:
+        return subprocess.run(
+            [sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+    import warm
+
+    with tempfile.TemporaryDirectory(prefix="regfw-warm-") as scratch:
+        return warm.run(command, Path(cwd), env, timeout, backend, Path(scratch))
+
+
+def _backend_of(args: list[str], env: dict[str, str]) -> str | None:
+    """The backend a command runs on, as its arguments say (None: they do not say simply)."""
+    chosen = [a.split("=", 1)[1] for a in args if a.startswith("trainer.backend=")]
+    backend = chosen[-1] if chosen else env.get("KERAS_BACKEND", "tensorflow")
+    return backend if backend in ("tensorflow", "jax") else None
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
@@ -54,10 +78,8 @@ def run_with_fault(fault: str, *args: str, cwd: Path) -> subprocess.CompletedPro
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     # tests/faults.py imports regfw: this checkout's, whatever else is installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, str(REPO / "tests" / "faults.py"), fault, str(REPO / "train.py"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    command = [str(REPO / "tests" / "faults.py"), fault, str(REPO / "train.py"), *args]
+    return _run(command, cwd, env, 300, fresh=False)
 
 
 def layer_weights(model) -> list:
@@ -119,6 +141,13 @@ def pytest_collection_finish(session) -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def pytest_sessionfinish(session) -> None:
+    """Ends the warm `train.py` servers this process started (`tests/warm.py`)."""
+    warm = sys.modules.get("warm")
+    if warm is not None:
+        warm.close_all()
 
 
 @pytest.fixture(params=["tensorflow", "jax"])

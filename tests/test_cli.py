@@ -52,8 +52,9 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, expected):
 
 def test_selector_matching_nothing_is_a_clear_error(tmp_path):
     result = run_train(
-        "penalty.include=[nothing/*]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
-    )
+        "penalty.include=[nothing/*]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        fresh=True,  # TensorFlow is imported before the error: its notices must not show
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()  # TensorFlow's start-up notices are silenced
     assert line.startswith("regfw: error: penalty term 'orthogonal'")
@@ -91,6 +92,51 @@ def test_bad_input_does_not_import_tensorflow():
     result, heavy = _modules_after("penalty.scale=-1")
     assert heavy == []
     assert "penalty.scale=-1" in result.stderr
+
+
+WARM_CHECK = ["data=synthetic", "data.n_samples=300", "trainer.epochs=2", "trainer.batch_size=32"]
+
+
+def _without_times(text: str) -> list[str]:
+    """Output lines with their clock times and durations replaced (they differ between runs)."""
+    import re
+
+    text = re.sub(r"^\[\d\d:\d\d:\d\d\]", "[time]", text, flags=re.M)
+    return re.sub(r"\b\d+(\.\d+)?s\b", "<s>", text).splitlines()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_warm_run_is_the_fresh_run(tmp_path, backend):
+    """The suite's warm runs (`tests/warm.py`) write and say what a fresh `python train.py` does."""
+    runs = {}
+    for kind in ("fresh", "warm"):
+        run_dir = tmp_path / kind / "run"
+        run_dir.parent.mkdir()
+        args = [*WARM_CHECK, f"trainer.backend={backend}", f"hydra.run.dir={run_dir}"]
+        result = run_train(*args, cwd=tmp_path / kind, fresh=kind == "fresh")
+        assert result.returncode == 0, result.stderr
+        error = run_train(*args, "trainer.resume=true", "trainer.epochs=1", cwd=tmp_path / kind,
+                          fresh=kind == "fresh")  # fmt: skip
+        metrics = read_metrics(run_dir)
+        files = sorted(
+            str(p.relative_to(run_dir)).split(".out.tfevents.")[0]
+            for p in run_dir.rglob("*") if p.is_file()
+        )  # fmt: skip
+        for key in ("wall_time_s", "rss_mb", "output_dir"):
+            assert key in metrics
+            del metrics[key]
+        output = _without_times(result.stdout.replace(str(run_dir), "<run>"))
+        error_line = error.stderr.replace(str(tmp_path / kind), "<dir>")
+        runs[kind] = (metrics, files, output, result.stderr, error.returncode, error_line)
+    fresh, warm = runs["fresh"], runs["warm"]
+    assert warm[0] == fresh[0]  # every number, exactly (deterministic runs)
+    assert warm[1] == fresh[1] and "metrics.json" in warm[1] and "model.keras" in warm[1]
+    assert warm[2] == fresh[2] and any("epoch 2/2" in line for line in warm[2])
+    assert (warm[3], fresh[3]) == ("", "")
+    assert warm[4] == fresh[4] == 2
+    assert warm[5] == fresh[5] and warm[5].startswith(
+        "regfw: error: hydra.run.dir=<dir>/run: the run there"
+    )
 
 
 def _check_run(run_dir, penalty_terms):
@@ -152,7 +198,7 @@ def test_histogram_buckets_are_tensorflows(data):
 
 
 def test_default_run(tmp_path, backend):
-    result = run_train(f"trainer.backend={backend}", cwd=tmp_path)
+    result = run_train(f"trainer.backend={backend}", cwd=tmp_path, fresh=True)
     assert result.returncode == 0, result.stderr
     assert "libtpu" not in result.stdout + result.stderr  # JAX's note on machines without a TPU
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
