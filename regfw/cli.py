@@ -85,9 +85,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     validate(cfg)
-    backend.use(cfg.trainer)  # before Keras is imported
+    on_tensorflow = backend.use(cfg.trainer) == "tensorflow"  # before Keras is imported
     if not HydraConfig.initialized():  # called from Python: the API's default folder
-        import_tensorflow_quietly()
+        if on_tensorflow:
+            import_tensorflow_quietly()
         from regfw.training.trainer import train
 
         return train(cfg)
@@ -99,7 +100,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         where = f"hydra.run.dir={hydra_cfg.run.dir}"
         if not str(hydra_cfg.run.dir).strip():
             folder.check_location("", "hydra.run.dir")
-    import_tensorflow_quietly()
+    if on_tensorflow:  # a JAX run does not import TensorFlow
+        import_tensorflow_quietly()
     from regfw.training.trainer import train
 
     new_folders = _NEW_FOLDERS.get(os.path.abspath(run_dir), ())

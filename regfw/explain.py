@@ -24,13 +24,13 @@ def _row(path: str, shape: tuple[int, ...], count: int, value: str = "") -> str:
 
 def explain(cfg: DictConfig) -> str:
     """Builds the model for `cfg` (initial weights, no training) and describes its terms."""
-    import keras
     from keras import ops
 
     from regfw.build.selection import matches
+    from regfw.training import seeding
     from regfw.training.trainer import build
 
-    keras.utils.set_random_seed(cfg.trainer.seed)
+    seeding.set_random_seed(cfg.trainer.seed)
     model, terms = build(cfg)
     weights = model.trainable_variables
     total = sum(int(v.numpy().size) for v in weights)
@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if problem:
         cli.fail(problem)
     cfg = compose(overrides)
-    cli.reported(lambda: backend.use(cfg.trainer))
-    cli.import_tensorflow_quietly()
+    if cli.reported(lambda: backend.use(cfg.trainer)) == "tensorflow":
+        cli.import_tensorflow_quietly()
     print(cli.reported(lambda: explain(cfg)))
 
 

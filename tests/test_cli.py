@@ -94,6 +94,19 @@ def test_bad_input_does_not_import_tensorflow():
     assert "penalty.scale=-1" in result.stderr
 
 
+def test_a_jax_run_does_not_import_tensorflow(tmp_path):
+    """Training, logging, checkpoints and saving on JAX, without TensorFlow's 6 s import."""
+    run_dir = tmp_path / "run"
+    result, heavy = _modules_after(
+        "trainer.backend=jax", "data=synthetic", "data.n_samples=200", "trainer.epochs=2",
+        "penalty=spectral", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "model.keras").is_file() and read_metrics(run_dir)["status"] == "completed"
+    assert len(event_tags(run_dir / "train")) > 10  # scalars, histograms and the config text
+    assert "keras" in heavy and not [m for m in heavy if m.split(".")[0] == "tensorflow"]
+
+
 WARM_CHECK = ["data=synthetic", "data.n_samples=300", "trainer.epochs=2", "trainer.batch_size=32"]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 from keras import ops
 from omegaconf import DictConfig
 
@@ -92,66 +91,72 @@ class EpochLine(keras.callbacks.Callback):
         say(epoch_line(epoch, self.epochs, logs or {}, time.perf_counter() - self.start))
 
 
-class RegfwTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback, plus regfw's tags, the config text and the layout.
+class RegfwTensorBoard(keras.callbacks.Callback):
+    """TensorBoard logging as Keras's callback does it per epoch, plus regfw's tags and layout.
 
-    Keras's own metrics keep their `epoch_<name>` tags; regfw's keys (`data_loss`,
-    `penalty/total`, `penalty/<term>`) are written under exactly those names, in `train/` or, for
-    `val_` keys, in `validation/`. Keras's `evaluation_<metric>_vs_iterations` copies of the
-    validation metrics are left out. When training begins the run folder gets the custom-scalars
-    layout (`regfw.training.layout`) and `train/` the `config` text summary.
+    Keras's own metrics keep the tags Keras's `TensorBoard` callback gives them (`epoch_<name>`,
+    the learning rate as `epoch_learning_rate`, each weight's `<weight path>/histogram`); regfw's
+    keys (`data_loss`, `penalty/total`, `penalty/<term>`) are written under exactly those names,
+    in `train/` or, for `val_` keys, in `validation/`. When training begins the run folder gets
+    the custom-scalars layout (`regfw.training.layout`) and `train/` the `config` text summary.
+    Each epoch is one summary per writer (`regfw.training.events`), without TensorFlow.
 
     Args:
+        log_dir: The run folder.
+        histogram_freq: Writes the weights' histograms every this many epochs (0: never).
         config_text: The effective config (and the command), written once as the `config` text.
-        **kwargs: Passed to `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, config_text: str = "", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, log_dir: str | Path, histogram_freq: int = 0, config_text: str = "") -> None:
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.histogram_freq = histogram_freq
         self.config_text = config_text
+        self.writers = {split: events.EventWriter(self.log_dir / split)
+                        for split in ("train", "validation")}  # fmt: skip
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
         events.write(self.log_dir, "layout", [layout.layout_summary()])
         if self.config_text:
             text = "\n".join("    " + line for line in self.config_text.splitlines())
-            with self._train_writer.as_default():
-                tf.summary.text("config", text, step=0)
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """Nothing: regfw logs per epoch (Keras would convert every batch's logs, ~2 ms)."""
-
-    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._pop_writer()  # Keras would also write evaluation_*_vs_iterations here
+            self.writers["train"].write(events.text("config", text), step=0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Writes the epoch's scalars (and histograms) as Keras would, one summary per writer."""
         logs = logs or {}
-        train = self._collect_learning_rate(
-            {k: v for k, v in logs.items() if not k.startswith("val_")}
-        )
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        train.update(self._learning_rates())
         val = {k.removeprefix("val_"): v for k, v in logs.items() if k.startswith("val_")}
-        for writer, items in ((self._train_writer, train), (self._val_writer, val)):
+        for split, items in (("train", train), ("validation", val)):
             if items:
                 tags = {(k if is_own_key(k) else f"epoch_{k}"): v for k, v in items.items()}
-                self._write(writer, events.scalars(tags), epoch)
+                self.writers[split].write(events.scalars(tags), step=epoch)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             self._log_weights(epoch)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    def _learning_rates(self) -> dict[str, float]:
+        """The optimizer's learning rate(s), as Keras's callback logs them."""
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+        if hasattr(optimizer, "optimizers"):
+            return {f"learning_rate_{o.name}": float(ops.convert_to_numpy(o.learning_rate))
+                    for o in optimizer.optimizers}  # fmt: skip
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            return {"learning_rate": float(ops.convert_to_numpy(optimizer.learning_rate))}
+        return {}
 
     def _log_weights(self, epoch: int) -> None:
         """Each weight's histogram under Keras's tag (`<weight path>/histogram`)."""
         weights = {
-            f"{weight.path.replace(':', '_')}/histogram": keras.ops.convert_to_numpy(weight)
+            f"{weight.path.replace(':', '_')}/histogram": ops.convert_to_numpy(weight)
             for layer in self.model.layers
             for weight in layer.weights
         }
-        self._write(self._train_writer, events.histograms(weights), epoch)
-
-    @staticmethod
-    def _write(writer: Any, summary: Any, step: int) -> None:
-        with writer.as_default():
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
-        writer.flush()
+        self.writers["train"].write(events.histograms(weights), step=epoch)
 
 
 def make_callbacks(
@@ -169,9 +174,8 @@ def make_callbacks(
         *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
         *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
-            log_dir=str(run_dir),
+            run_dir,
             histogram_freq=1 if cfg.trainer.histograms else 0,
-            write_graph=False,
             config_text=_command() + effective_yaml(cfg),
         ),
         guard,

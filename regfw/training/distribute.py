@@ -13,63 +13,18 @@ precision weights up.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 from typing import Any
 
 import keras
-import tensorflow as tf
 from omegaconf import DictConfig
 
 
-def enable_memory_growth() -> None:
-    """Lets TensorFlow take GPU memory as needed instead of all of it (no-op without GPUs).
+def strategy(name: str) -> Any:
+    """The `tf.distribute.Strategy` for `trainer.strategy` (`regfw.training.tf_strategies`)."""
+    from regfw.training import tf_strategies
 
-    Must run before the first GPU use; after that the setting is fixed for the process, so a
-    later call (a second run in the same process) leaves it as it is.
-    """
-    for gpu in tf.config.list_physical_devices("GPU"):
-        with contextlib.suppress(RuntimeError):
-            tf.config.experimental.set_memory_growth(gpu, True)
-
-
-class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy with the `reduce` that Keras 3 `fit` expects.
-
-    Keras reduces a nested `(x, y)` batch once before training, which this strategy's own `reduce`
-    refuses, and reduces scalar step results with `axis=0`, which has no axis 0. Here each tensor
-    of a nest is reduced on its own, and a scalar across replicas only (keras-team/keras#20585).
-    """
-
-    def reduce(self, reduce_op: Any, value: Any, axis: Any = None) -> Any:
-        parent = super()
-
-        def reduce_one(v: Any) -> Any:
-            rank = self.experimental_local_results(v)[0].shape.rank
-            return parent.reduce(reduce_op, v, axis=None if rank == 0 else axis)
-
-        return tf.nest.map_structure(reduce_one, value)
-
-
-@functools.cache
-def strategy(name: str) -> tf.distribute.Strategy:
-    """Returns the strategy for `trainer.strategy`, created once per process.
-
-    MultiWorkerMirroredStrategy must be created before TensorFlow runs its first operation and
-    only once per process, hence the cache (a sweep in one process reuses it).
-
-    Args:
-        name: `default`, `mirrored` (every local GPU; without GPUs every logical CPU device) or
-            `multi_worker`.
-    """
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy(
-            [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-        )
-    if name == "multi_worker":
-        return MultiWorkerStrategy()
-    return tf.distribute.get_strategy()
+    return tf_strategies.strategy(name)
 
 
 def prepare(trainer: DictConfig) -> Any:
@@ -86,8 +41,10 @@ def prepare(trainer: DictConfig) -> Any:
         if trainer.strategy != "mirrored":
             return None
         return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-    enable_memory_growth()
-    return strategy(trainer.strategy)
+    from regfw.training import tf_strategies  # TensorFlow: not imported by a JAX run
+
+    tf_strategies.enable_memory_growth()
+    return tf_strategies.strategy(trainer.strategy)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,13 @@
 """The input pipeline: array data to batches, in a seeded order that every backend shares.
 
-Training batches follow a seeded permutation per epoch, drawn with a stateless shuffle from
-`(seed, epoch)`. Unlike `Dataset.shuffle`, whose order depends on how many times the dataset was
+Training batches follow a seeded permutation per epoch, drawn by NumPy from `(seed, epoch)`
+(`epoch_order`). Unlike `Dataset.shuffle`, whose order depends on how many times the dataset was
 iterated before, this gives the same batches whatever iterates the dataset: Keras peeks at one
 batch first under tf.distribute, so a stateful shuffle would give a mirrored run other batches than
-a one-device run. Class weights are not applied here: given a dataset, `model.fit(class_weight=...)`
-maps them onto it as sample weights of the data loss (penalties are never weighted).
+a one-device run. Being NumPy's, the order is the same on both backends without TensorFlow, which
+a JAX run does not import. Class weights are not applied here: given a dataset,
+`model.fit(class_weight=...)` maps them onto it as sample weights of the data loss (penalties are
+never weighted).
 
 Under tf.distribute `batch_size` is the global batch: each replica gets its share, and multi-worker
 runs shard the batches between workers.
@@ -19,23 +21,32 @@ order, from the NumPy arrays; class weights become the batches' sample weights t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-_OPTIONS = tf.data.Options()
-_OPTIONS.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+def _options() -> tf.data.Options:
+    """Shards a multi-worker run's batches between the workers (each gets whole batches)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
 
 
 def shuffled_batches(
     x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int = 0
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns endless training batches and the number of steps per epoch.
+    """Returns endless training batches (a `tf.data` pipeline) and the number of steps per epoch.
 
-    Epoch `e` visits every sample once, in the order `stateless_shuffle(range(n), (seed, e))`;
-    its last batch may be smaller. The arrays are held as tensors and each batch is one gather, so
-    nothing is re-read or re-converted per epoch (what `cache()` gives a pipeline that reads).
+    Epoch `e` visits every sample once, in the order `epoch_order(n, seed, e)`; its last batch may
+    be smaller. The arrays are held as tensors and each batch is one gather, so nothing is re-read
+    or re-converted per epoch (what `cache()` gives a pipeline that reads).
 
     Args:
         x: Features, one sample per row.
@@ -44,28 +55,33 @@ def shuffled_batches(
         seed: Seed of the per-epoch permutations.
         first_epoch: The epoch the batches start at (a resumed run's next epoch).
     """
-    features, labels = tf.constant(x), tf.constant(y)
+    import tensorflow as tf
+
+    features, labels, n = tf.constant(x), tf.constant(y), len(x)
 
     def epoch(index: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(x), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), index])
+        order = tf.numpy_function(
+            lambda e: epoch_order(n, seed, int(e)), [index], tf.int64, stateful=False
         )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [n])).batch(batch_size)
 
     dataset = (
         tf.data.Dataset.counter(start=first_epoch)
         .flat_map(epoch)
         .map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
         .prefetch(tf.data.AUTOTUNE)
-        .with_options(_OPTIONS)
+        .with_options(_options())
     )
     return dataset, math.ceil(len(x) / batch_size)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order epoch `epoch` visits `n` samples in: `stateless_shuffle(range(n), seed, epoch)`."""
-    seeds = tf.constant([seed, epoch], tf.int64)
-    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=seeds).numpy()
+    """The order epoch `epoch` visits `n` samples in: a permutation of `range(n)`, int64.
+
+    NumPy's `Generator.permutation`, seeded with `SeedSequence([seed, epoch])`: a function of
+    `(seed, epoch)` alone, whatever ran before.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -131,5 +147,7 @@ class EpochOfBatches(keras.callbacks.Callback):
 
 def ordered_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Returns the batches of `(x, y)` in order (validation data), cached after the first pass."""
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache().batch(batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_OPTIONS)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())

@@ -35,7 +35,7 @@ from regfw.build.attach import attach_penalties
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.runs import atomic, folder
-from regfw.training import checkpoints, console, hparams, memory, pipeline
+from regfw.training import checkpoints, console, hparams, memory, pipeline, seeding
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.trainer import build, build_optimizer, final_metrics, objective
@@ -127,7 +127,7 @@ def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
             arrays = {key: archive[key] for key in archive.files}
         optimizer = [arrays[f"optimizer/{v.path}"] for v in template.optimizer.variables]
         return [arrays[f"model/{v.path}"] for v in variables] + optimizer
-    keras.utils.set_random_seed(job.cfg.trainer.seed)
+    seeding.set_random_seed(job.cfg.trainer.seed)
     model = models.build(job.cfg.model, tuple(job.cfg.data.input_shape), job.cfg.data.num_classes)
     attach_penalties(model, job.cfg)
     optimizer = build_optimizer(job.cfg.optimizer)
@@ -320,7 +320,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     memory.forget_gradient_functions()
     splits = [data.load(j.cfg.data, seed=j.cfg.trainer.seed) for j in jobs]
     shared = all(_same_split(splits[0], s) for s in splits[1:])
-    keras.utils.set_random_seed(first.trainer.seed)
+    seeding.set_random_seed(first.trainer.seed)
     template, terms = build(first)
     _build_metrics(template, splits[0], batch)
     knobs = Knobs(template, terms, jobs)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from regfw.build import data, models, plugins
@@ -25,7 +24,15 @@ from regfw.build.instantiate import keras_object
 from regfw.config.schema import validate
 from regfw.errors import RunFolderError
 from regfw.runs import atomic, folder
-from regfw.training import checkpoints, console, distribute, hparams, memory, pipeline
+from regfw.training import (
+    checkpoints,
+    console,
+    distribute,
+    hparams,
+    memory,
+    pipeline,
+    seeding,
+)
 from regfw.training.callbacks import make_callbacks
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.metrics import keras_only_compile_config, loss_and_metrics
@@ -106,7 +113,7 @@ def load_model(path: str | Path) -> keras.Model:
             f"{folder.CONFIG}; a model.keras on its own loads with keras.saving.load_model"
         )
     cfg = OmegaConf.load(config_file)
-    keras.utils.set_random_seed(cfg.trainer.seed)
+    seeding.set_random_seed(cfg.trainer.seed)
     model, _ = build(cfg)
     model.optimizer.build(model.trainable_variables)
     model.load_weights(model_file)
@@ -234,10 +241,12 @@ def train(
             return plan.previous
         distribute.prepare(cfg.trainer)  # GPU settings and multi-worker set-up precede TF's use
         if cfg.trainer.deterministic and keras.config.backend() == "tensorflow":
+            import tensorflow as tf  # not imported by a JAX run
+
             tf.config.experimental.enable_op_determinism()  # JAX on CPU is deterministic as is
         keras.backend.clear_session(free_memory=True)
         memory.forget_gradient_functions()  # what clear_session leaves of earlier runs (memory.py)
-        keras.utils.set_random_seed(cfg.trainer.seed)
+        seeding.set_random_seed(cfg.trainer.seed)
         split = data.load(cfg.data, seed=cfg.trainer.seed)
         model, terms = build(cfg)
         initial_epoch, message = 0, None
