@@ -88,6 +88,72 @@ def test_the_stacked_launcher_on_tensorflow_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+def _hydra_job_composer():
+    """Hydra's loader, its sweep-level config, and its composition of a job (calls counted)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    loader = GlobalHydra.instance().config_loader()
+    master = loader.load_configuration("config", [*JAX, "hydra/launcher=stacked"], RunMode.MULTIRUN)
+    calls = []
+
+    def compose(master_config, overrides):
+        calls.append(overrides)
+        return loader.load_sweep_config(master_config, overrides)
+
+    return loader, master, compose, calls
+
+
+def test_a_grids_job_configs_are_hydras_with_one_composition_per_kind():
+    from hydra import initialize_config_dir
+
+    from regfw.config.compose import conf_dir
+    from regfw.sweeps.job_configs import JobConfigs
+
+    grid = [[f"penalty.scale={s}", f"trainer.seed={seed}", "optimizer.learning_rate=0.01"]
+            for s in ("1e-4", "1e-2", "0.5", "3") for seed in (0, 1)]  # fmt: skip
+    other_kinds = [
+        ["penalty=l1", "penalty.scale=1e-3"], ["penalty=l1", "penalty.scale=2e-3"],  # a group
+        ["model.units=[8]"], ["+callbacks.stop._target_=keras.callbacks.EarlyStopping"],
+        ["hydra.job.chdir=false", "trainer.seed=1"], ["data.validation_split=0.3"],
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        loader, master, compose, calls = _hydra_job_composer()
+        configs = JobConfigs(compose)
+        for overrides in grid + other_kinds:
+            ours = configs.load(master, overrides)
+            theirs = loader.load_sweep_config(master, overrides)
+            assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(theirs), overrides
+            task = [o for o in overrides if not o.startswith("hydra.")]
+            assert list(ours.hydra.overrides.task) == task
+    # The grid: its first job composed, its second composed to check the copy; six copies.
+    assert calls[:2] == grid[:2] and grid[2] not in calls
+    # l1: composed, then checked; the others are kinds of their own.
+    assert calls[2:] == other_kinds
+
+
+def test_a_copy_that_differs_from_hydras_composition_falls_back_to_hydra(caplog):
+    from hydra import initialize_config_dir
+
+    from regfw.config.compose import conf_dir
+    from regfw.sweeps.job_configs import JobConfigs
+
+    grid = [[f"penalty.scale={s}"] for s in ("1e-4", "1e-3", "1e-2", "1e-1")]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        _, master, compose, calls = _hydra_job_composer()
+
+        def composed_otherwise(master_config, overrides):
+            config = compose(master_config, overrides)
+            config.trainer.epochs = len(calls)  # what a copy cannot know
+            return config
+
+        configs = JobConfigs(composed_otherwise)
+        epochs = [configs.load(master, overrides).trainer.epochs for overrides in grid]
+    assert calls == grid  # every job composed once the check failed
+    assert epochs == [1, 2, 3, 4]
+    assert "differs from Hydra's composition for penalty.scale=1e-3" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------
 # End to end: stacked sweeps against the same sweeps through the basic launcher.
 # ------------------------------------------------------------------------------------------

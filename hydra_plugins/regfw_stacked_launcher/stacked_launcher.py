@@ -47,18 +47,22 @@ class ComposedOnce(ConfigLoader):
     (`Sweeper.validate_batch_is_legal`, "this repeats work the launcher will do, but as the
     launcher may be performing this in a different process..."); this launcher runs its jobs in
     the sweeper's process, so it takes those configs instead of composing each again (about
-    0.2 s a job). What the launcher does not take is dropped when it has launched.
+    0.2 s a job). What the launcher does not take is dropped when it has launched. Jobs that
+    differ from a composed one only in values are copies of it (`regfw.sweeps.job_configs`).
 
     Args:
         loader: The loader of Hydra's context.
     """
 
     def __init__(self, loader: ConfigLoader) -> None:
+        from regfw.sweeps.job_configs import JobConfigs
+
         self.loader = loader
+        self.configs = JobConfigs(loader.load_sweep_config)
         self.composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
-        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        config = self.configs.load(master_config, list(sweep_overrides))
         self.composed[id(master_config), tuple(sweep_overrides)] = config
         return config
 
@@ -66,7 +70,7 @@ class ComposedOnce(ConfigLoader):
         """The job's config: the one the sweeper composed, else a new one."""
         config = self.composed.pop((id(master_config), tuple(sweep_overrides)), None)
         if config is None:
-            config = self.loader.load_sweep_config(master_config, sweep_overrides)
+            config = self.configs.load(master_config, list(sweep_overrides))
         return config
 
     def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
