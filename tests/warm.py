@@ -46,11 +46,16 @@ def _preload(backend: str) -> None:
     from regfw.config import backend as backends
 
     backends.use(OmegaConf.create({"backend": backend}))  # sets KERAS_BACKEND, as a run does
-    cli.import_tensorflow_quietly()  # as `regfw.cli` does before training, on either backend
+    if backend == "tensorflow":  # as `regfw.cli` does before training (a JAX run has no TF)
+        cli.import_tensorflow_quietly()
     import keras  # noqa: F401
 
     from regfw.sweeps import report  # noqa: F401
     from regfw.training import trainer  # noqa: F401
+
+    if backend == "jax":
+        from regfw.training import stacked  # noqa: F401
+    assert backend != "jax" or "tensorflow" not in sys.modules
 
 
 def _child(request: dict) -> None:
