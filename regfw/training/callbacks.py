@@ -116,6 +116,7 @@ class RegfwTensorBoard(keras.callbacks.Callback):
                         for split in ("train", "validation")}  # fmt: skip
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)  # as Keras's callback makes it
         events.write(self.log_dir, "layout", [layout.layout_summary()])
         if self.config_text:
             text = "\n".join("    " + line for line in self.config_text.splitlines())
