@@ -85,10 +85,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     validate(cfg)
-    on_tensorflow = backend.use(cfg.trainer) == "tensorflow"  # before Keras is imported
+    backend.use(cfg.trainer)  # before Keras is imported
     if not HydraConfig.initialized():  # called from Python: the API's default folder
-        if on_tensorflow:
-            import_tensorflow_quietly()
+        import_backend_quietly()
         from regfw.training.trainer import train
 
         return train(cfg)
@@ -100,8 +99,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         where = f"hydra.run.dir={hydra_cfg.run.dir}"
         if not str(hydra_cfg.run.dir).strip():
             folder.check_location("", "hydra.run.dir")
-    if on_tensorflow:  # a JAX run does not import TensorFlow
-        import_tensorflow_quietly()
+    import_backend_quietly()
     from regfw.training.trainer import train
 
     new_folders = _NEW_FOLDERS.get(os.path.abspath(run_dir), ())
@@ -113,13 +111,15 @@ def _objective(metrics: dict[str, Any]) -> float:
     return math.nan if value is None else value
 
 
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and initializes its devices with native stderr silenced.
+def import_backend_quietly() -> None:
+    """On TensorFlow, imports it and initializes its devices with native stderr silenced.
 
-    TensorFlow's C++ start-up notices (oneDNN, CUDA probing) would otherwise surround regfw's
-    one-line messages. `HYDRA_FULL_ERROR=1` keeps them, for debugging.
+    The backend is the one `regfw.config.backend.use` set (`KERAS_BACKEND`). TensorFlow's C++
+    start-up notices (oneDNN, CUDA probing) would otherwise surround regfw's one-line messages;
+    `HYDRA_FULL_ERROR=1` keeps them, for debugging. A JAX run does not import TensorFlow.
     """
-    if "tensorflow" in sys.modules or full_error():
+    on_tensorflow = os.environ.get("KERAS_BACKEND") == "tensorflow"
+    if not on_tensorflow or "tensorflow" in sys.modules or full_error():
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if problem:
         cli.fail(problem)
     cfg = compose(overrides)
-    if cli.reported(lambda: backend.use(cfg.trainer)) == "tensorflow":
-        cli.import_tensorflow_quietly()
+    cli.reported(lambda: backend.use(cfg.trainer))
+    cli.import_backend_quietly()
     print(cli.reported(lambda: explain(cfg)))
 
 

@@ -46,8 +46,7 @@ def _preload(backend: str) -> None:
     from regfw.config import backend as backends
 
     backends.use(OmegaConf.create({"backend": backend}))  # sets KERAS_BACKEND, as a run does
-    if backend == "tensorflow":  # as `regfw.cli` does before training (a JAX run has no TF)
-        cli.import_tensorflow_quietly()
+    cli.import_backend_quietly()  # as `regfw.cli` does before training
     import keras  # noqa: F401
 
     from regfw.sweeps import report  # noqa: F401

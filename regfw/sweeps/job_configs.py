@@ -73,9 +73,10 @@ class JobConfigs:
         parsed = self.parser.parse_overrides(overrides)
         groups = master.hydra.runtime.choices
         values = [o for o in parsed if _is_value(o, groups)]
+        others = [o for o in parsed if o not in values]
         kind = (
             id(master),
-            tuple(o.input_line for o in parsed if not _is_value(o, groups)),
+            tuple(o.input_line for o in others),
             tuple(o.key_or_group for o in values),
         )
         known = self.kinds.get(kind)
