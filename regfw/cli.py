@@ -193,9 +193,10 @@ def find_problem(argv: list[str], folders: bool = True) -> str | None:
     config_name = args.config_name or "config"
     ours = [o for o in overrides if not o.key_or_group.startswith("hydra")]
     cfg, backends = None, set()
+    load = _variant_configs(config_name)
     for variant in _variants(overrides):
         try:
-            cfg = compose(variant, config_name=config_name, return_hydra_config=True)
+            cfg = load(variant)
         except MissingConfigException as error:
             return _missing_option(error, variant)
         except Exception as error:
@@ -272,6 +273,30 @@ def _variants(overrides: list[Any]) -> list[list[str]]:
     for i, choices in enumerate(options):
         variants += [[*first[:i], choice, *first[i + 1 :]] for choice in choices[1:]]
     return variants
+
+
+def _variant_configs(config_name: str) -> Callable[[list[str]], DictConfig]:
+    """Composes the variants' configs; variants that differ only in values are copies.
+
+    `regfw.sweeps.job_configs.JobConfigs` composes one variant of each kind with Hydra (and the
+    second, to compare); a 16 x 4 grid's 19 variants take 2 compositions instead of 19. A copy
+    that cannot take its values is composed by Hydra, so the error is Hydra's own.
+    """
+    from regfw.sweeps.job_configs import JobConfigs
+
+    def hydra(_: Any, variant: list[str]) -> DictConfig:
+        return compose(variant, config_name=config_name, return_hydra_config=True)
+
+    configs = JobConfigs(hydra)
+    groups = OmegaConf.create({"hydra": {"runtime": {"choices": dict.fromkeys(GROUPS)}}})
+
+    def load(variant: list[str]) -> DictConfig:
+        try:
+            return configs.load(groups, variant)
+        except Exception:
+            return hydra(groups, variant)
+
+    return load
 
 
 def _diagnose_keys(overrides: list[Any], config_name: str) -> str | None:

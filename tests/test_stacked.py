@@ -154,6 +154,70 @@ def test_a_copy_that_differs_from_hydras_composition_falls_back_to_hydra(caplog)
     assert "differs from Hydra's composition for penalty.scale=1e-3" in caplog.text
 
 
+def test_the_command_line_check_composes_one_config_per_kind_of_variant(monkeypatch):
+    import regfw.cli
+
+    calls = []
+    compose = regfw.cli.compose
+
+    def counted(overrides, **kwargs):
+        calls.append(list(overrides))
+        return compose(overrides, **kwargs)
+
+    monkeypatch.setattr(regfw.cli, "compose", counted)
+    scales = ",".join(f"{10 ** (-5 + i / 4):.3g}" for i in range(16))
+    grid = ["-m", f"penalty.scale={scales}", "trainer.seed=0,1,2,3"]
+    assert find_problem(grid, folders=False) is None
+    # 19 variants (the first values, then each other value once): the first and second composed.
+    assert calls == [["penalty.scale=1e-05", "trainer.seed=0"],
+                     ["penalty.scale=1.78e-05", "trainer.seed=0"]]  # fmt: skip
+    # A bad value in a copied variant gets the answer Hydra's own composition gets.
+    for bad, expected in (
+        ("trainer.seed=0,1,x", "trainer.seed='x': expected an integer >= 0 and <= 4294967295"),
+        ("penalty.scale=1e-4,1e-3,-1", "penalty.scale=-1: expected a finite number >= 0"),
+        ("penalty.scale=1e-4,1e-3,abc", "penalty.scale='abc': expected a finite number >= 0"),
+        ("trainer.epochs=1,2,[3]", "trainer.epochs=[3]: expected an integer >= 1"),
+    ):
+        assert find_problem(["-m", "trainer.seed=0,1", bad], folders=False) == expected, bad
+
+
+def test_checkpoints_written_in_the_background_keep_their_order_and_their_errors(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras
+    import numpy as np
+
+    from regfw.training.checkpoints import Checkpoint, read_state
+    from regfw.training.divergence import DivergenceGuard
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(optimizer="sgd", loss="mse")
+    run, blocked = tmp_path / "run", tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "checkpoint").write_text("a file where the checkpoint folder goes\n")
+    with ThreadPoolExecutor(1) as writer:
+        checkpoint = Checkpoint(run, DivergenceGuard([]), 1, writer)
+        checkpoint.set_model(model)
+        for epoch in range(3):
+            model.get_layer("dense").kernel.assign(np.full((3, 2), epoch, "float32"))
+            checkpoint.on_epoch_end(epoch, {"loss": float(epoch)})
+        checkpoint.on_train_end()
+        assert not checkpoint.pending
+        failing = Checkpoint(blocked, DivergenceGuard([]), 1, writer)
+        failing.set_model(model)
+        failing.on_epoch_end(0, {"loss": 0.0})
+        with pytest.raises(OSError):
+            failing.on_train_end()
+    state = read_state(run / "checkpoint")
+    assert (state["epochs_completed"], state["logs"]) == (3, {"loss": 2.0})
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["epoch-00003.npz",
+                                                                      "state.json"]  # fmt: skip
+    with np.load(run / "checkpoint" / state["state_file"]) as archive:
+        np.testing.assert_array_equal(
+            archive["model/sequential/dense/kernel"], np.full((3, 2), 2.0)
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # End to end: stacked sweeps against the same sweeps through the basic launcher.
 # ------------------------------------------------------------------------------------------

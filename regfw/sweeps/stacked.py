@@ -45,8 +45,13 @@ class Job:
                 os.path.join(sweep_dir, str(OmegaConf.select(config, "hydra.sweep.subdir")))
             )
         )
-        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-            config.hydra.runtime.output_dir = str(self.run_dir)
+        # The job's Hydra config as `set_config` made it, with its folder: Hydra's copy (about
+        # 20 ms) is made once.
+        view = HydraConfig.instance().cfg
+        for node in (config.hydra.runtime, view.hydra.runtime):
+            with read_write(node), open_dict(node):
+                node.output_dir = str(self.run_dir)
+        self._hydra_view: Any = view
         self.cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         OmegaConf.set_struct(self.cfg, bool(OmegaConf.is_struct(config)))  # as Hydra's job config
         self.where = f"hydra.sweep.dir={sweep_dir} (job {index})"
@@ -56,7 +61,6 @@ class Job:
             self.plan = None  # the job's own run says why, when it runs alone
         self.alone = stacking.why_alone(self.cfg)
         self._handlers: tuple[list[logging.Handler], int] | None = None
-        self._hydra_view: Any = None
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
@@ -72,12 +76,9 @@ class Job:
             HydraConfig.instance().cfg = saved
 
     def _make_hydra_current(self) -> None:
-        """`HydraConfig.instance().set_config(self.config)`, whose copy (about 20 ms) is kept."""
+        """`HydraConfig.instance().set_config(self.config)`, with the copy made once."""
         from hydra.core.hydra_config import HydraConfig
 
-        if self._hydra_view is None:
-            HydraConfig.instance().set_config(self.config)
-            self._hydra_view = HydraConfig.instance().cfg
         HydraConfig.instance().cfg = self._hydra_view
 
     @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +57,16 @@ class PenaltyMonitor(keras.callbacks.Callback):
 
     Args:
         terms: The model's penalty terms.
+        values: Returns the `penalty/...` values of the current epoch (default:
+            `penalty_values(terms)` on the model's weights); a stacked job's come from its stack.
     """
 
-    def __init__(self, terms: list[PenaltyTerm]) -> None:
+    def __init__(
+        self, terms: list[PenaltyTerm], values: Callable[[], dict[str, float]] | None = None
+    ) -> None:
         super().__init__()
         self.terms = terms
+        self.values = values or (lambda: penalty_values(terms))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for term in self.terms:
@@ -68,7 +75,7 @@ class PenaltyMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            logs.update(penalty_values(self.terms))
+            logs.update(self.values())
             logs.update({f"penalty_scale/{t.name}": t.penalty.scale for t in self.terms})
 
 
@@ -161,17 +168,23 @@ class RegfwTensorBoard(keras.callbacks.Callback):
 
 
 def make_callbacks(
-    cfg: DictConfig, run_dir: Path, terms: list[PenaltyTerm], guard: DivergenceGuard
+    cfg: DictConfig,
+    run_dir: Path,
+    terms: list[PenaltyTerm],
+    guard: DivergenceGuard,
+    penalty_values: Callable[[], dict[str, float]] | None = None,
+    checkpoint_writer: concurrent.futures.Executor | None = None,
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
     Penalty values and diagnostics come before the epoch line and TensorBoard (so they show
     them), the divergence guard before the checkpoint (so a diverged epoch is not saved).
     The config's own callbacks (`callbacks.*`) come after the logging callbacks, so they see the
-    penalties and diagnostics in the logs.
+    penalties and diagnostics in the logs. `penalty_values` goes to `PenaltyMonitor`,
+    `checkpoint_writer` to `Checkpoint`.
     """
     return [
-        PenaltyMonitor(terms),
+        PenaltyMonitor(terms, penalty_values),
         *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
         *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
@@ -185,7 +198,7 @@ def make_callbacks(
             for name, node in (cfg.get("callbacks") or {}).items()
         ),
         *(
-            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every)]
+            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every, checkpoint_writer)]
             if cfg.trainer.checkpoint_every
             else []
         ),

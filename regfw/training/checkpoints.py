@@ -16,6 +16,7 @@ written.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -92,24 +93,59 @@ def write(folder: Path, epoch: int, arrays: dict[str, np.ndarray], logs: dict[st
 class Checkpoint(keras.callbacks.Callback):
     """Saves the training state after every `every`-th epoch whose loss is finite.
 
+    With a `writer` (a stacked sweep's: one thread for all its jobs), the files are written there
+    while training goes on, in the order they were asked for: the state is copied to host arrays
+    first, and `on_train_end` waits for this run's writes (and raises the first one's error, as
+    the next epoch's checkpoint does).
+
     Args:
         run_dir: The run folder.
         guard: The run's divergence guard: nothing is saved once it has tripped, so the last
             good checkpoint stays.
         every: Save after epochs `every`, `2 * every`, ... (`trainer.checkpoint_every`).
+        writer: Writes in the background (default: each checkpoint is written before
+            `on_epoch_end` returns).
     """
 
-    def __init__(self, run_dir: Path, guard: DivergenceGuard, every: int = 1) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        guard: DivergenceGuard,
+        every: int = 1,
+        writer: concurrent.futures.Executor | None = None,
+    ) -> None:
         super().__init__()
         self.folder = Path(run_dir) / FOLDER
         self.guard = guard
         self.every = every
+        self.writer = writer
+        self.pending: list[concurrent.futures.Future[None]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.guard.reason or (epoch + 1) % self.every:
             return
         arrays = {k: ops.convert_to_numpy(v) for k, v in training_state(self.model).items()}
-        write(self.folder, epoch + 1, arrays, logs or {})
+        if self.writer is None:
+            write(self.folder, epoch + 1, arrays, logs or {})
+            return
+        self.wait(done_only=True)
+        self.pending.append(
+            self.writer.submit(write, self.folder, epoch + 1, arrays, dict(logs or {}))
+        )
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.wait()
+
+    def wait(self, done_only: bool = False) -> None:
+        """Waits for this run's writes (only collects finished ones if `done_only`).
+
+        Raises:
+            regfw.errors.OutputError: As `write`, for the first write that failed.
+        """
+        finished = [f for f in self.pending if f.done()] if done_only else self.pending
+        self.pending = [f for f in self.pending if f not in finished]
+        for future in finished:
+            future.result()
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:

@@ -11,13 +11,14 @@ Numbers the template keeps as Python attributes (an optimizer's `weight_decay`, 
 
 A job whose loss goes non-finite stops updating after that step (its state then is kept for the
 divergence attribution, as a run alone keeps it); nothing crosses the job axis, so the other jobs
-are untouched. After each epoch every job's state goes into the template for that job's own
-callbacks (penalty values, diagnostics, TensorBoard, checkpoints), so each job folder is a
-standalone run's.
+are untouched. After each epoch one more call gives every job's penalty values, and every job's
+state goes into the template for that job's own callbacks (diagnostics, TensorBoard,
+checkpoints), so each job folder is a standalone run's.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -140,27 +141,36 @@ def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
 
 
 def _build_metrics(template: keras.Model, split: data.Split, batch: int) -> None:
-    """Builds the template's loss and metrics on one batch (eagerly), then resets them."""
-    x, y = split.x_train[:batch], split.y_train[:batch]
-    y_pred = template(x, training=False)
-    template.compute_loss(x, y, y_pred)
-    template.compute_metrics(x, y, y_pred, None)
-    template.reset_metrics()
+    """Builds the template's layers, loss and metrics for one batch's shapes, as `fit` does.
+
+    Keras's own symbolic build (`compute_output_spec`: shapes only): no op runs eagerly, so none
+    is compiled for one use (about 3 s for the default MLP on 2 cores).
+    """
+    template._symbolic_build(data_batch=(split.x_train[:batch], split.y_train[:batch]))
     template.optimizer.build(template.trainable_variables)
 
 
 class Program:
     """The compiled epoch and validation of a stack: one call each trains or checks every job.
 
+    `penalties` gives every job's penalty values on its current state (one call for the stack,
+    instead of each job's eager `penalty_values` on the template).
+
     Args:
         template: The compiled template model (its loss and metrics built).
+        terms: Its penalty terms.
         knobs: The per-job numbers it keeps as attributes.
         job: One job's state, metrics and data (unbatched), to learn the logs' shapes from.
         shared: Whether every job has the same data (else the data has a job axis).
     """
 
     def __init__(
-        self, template: keras.Model, knobs: Knobs, job: dict[str, Any], shared: bool
+        self,
+        template: keras.Model,
+        terms: list[Any],
+        knobs: Knobs,
+        job: dict[str, Any],
+        shared: bool,
     ) -> None:
         import jax
         import jax.numpy as jnp
@@ -220,9 +230,18 @@ class Program:
                 carry, _ = body(carry, tail)
             return carry
 
+        variables = [*template.trainable_variables, *template.non_trainable_variables]
+
+        def job_penalties(flat, knob):
+            """Each term's scaled value on each of its weights, as `penalty_values` sums them."""
+            mapping = list(zip(variables, flat[:model_vars], strict=True))
+            with keras.StatelessScope(state_mapping=mapping), knobs.set(list(knob)):
+                return [[t.value_of(v) for v in t.variables] for t in terms]
+
         data = None if shared else 0
         self.epoch = jax.jit(jax.vmap(job_epoch, in_axes=(0, 0, 0, 0, 0, data, data, data, 0, 0)))
         self.validate = jax.jit(jax.vmap(job_validate, in_axes=(0, 0, 0, data, data, None, None)))
+        self.penalties = jax.jit(jax.vmap(job_penalties))
 
 
 def template_batch(job: dict[str, Any]) -> int:
@@ -354,7 +373,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
         "w": None if w is None else (w if shared else w[0]),
         "batch": min(batch, len(splits[0].x_train)),
     }
-    program = Program(template, knobs, one, shared)
+    program = Program(template, terms, knobs, one, shared)
     n, n_val = len(splits[0].x_train), len(splits[0].x_val)
     val_full = (n_val // batch) * batch
     val_order = jnp.arange(val_full, dtype=jnp.int32).reshape(-1, batch)
@@ -368,51 +387,64 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     knob = jnp.asarray(knobs.values)
     active = jnp.ones(len(jobs), bool)
     bad = jnp.full(len(jobs), -1, jnp.int32)
-    own = [_JobRun(job, template, terms, knobs, knobs.values[i]) for i, job in enumerate(jobs)]
-    for run in own:
-        others = console.spans([j.run_dir.name for j in jobs if j is not run.job])
-        run.say(f"run folder {console.shown_path(run.job.run_dir)}")
-        run.say(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
-                + (f", from epoch {initial}" if initial else ""))  # fmt: skip
-    running = [True] * len(jobs)
-    cost["per-job callbacks"] += time.perf_counter() - tick
-    for epoch in range(initial, epochs):
-        flat = _schedule(flat, template, terms, jobs, epoch)
-        steps, tail = _orders(jobs, n, batch, epoch)
-        tick = time.perf_counter()
-        flat, _, active, bad, train_logs = program.epoch(
-            flat,
-            zeros,
-            knob,
-            active,
-            bad,
-            x,
-            y,
-            w,
-            jnp.asarray(steps),
-            None if tail is None else jnp.asarray(tail),
-        )
-        flat, _, val_logs = program.validate(flat, zeros, knob, x_val, y_val, val_order, val_tail)
-        host = jax.device_get((flat, active, bad, train_logs, val_logs))
-        cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
-            time.perf_counter() - tick
-        )
-        tick = time.perf_counter()
-        for i, run in enumerate(own):
-            if not running[i]:
-                continue
-            logs = {k: float(v[i]) for k, v in host[3].items()}
-            logs.update({f"val_{k}": float(v[i]) for k, v in host[4].items()})
-            diverged = not bool(host[1][i])
-            running[i] = run.epoch_end(
-                epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
-            )
+    # Every job's checkpoints are written by one thread while the stack trains on (in order).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="regfw-checkpoints") as writer:
+        own = [
+            _JobRun(job, template, terms, knobs, knobs.values[i], writer)
+            for i, job in enumerate(jobs)
+        ]
+        for run in own:
+            others = console.spans([j.run_dir.name for j in jobs if j is not run.job])
+            run.say(f"run folder {console.shown_path(run.job.run_dir)}")
+            run.say(f"trains as one program with jobs {others} (hydra/launcher=stacked)"
+                    + (f", from epoch {initial}" if initial else ""))  # fmt: skip
+        running = [True] * len(jobs)
         cost["per-job callbacks"] += time.perf_counter() - tick
-        if not any(running):
-            break
-    tick = time.perf_counter()
-    results = [run.finish(initial, time.perf_counter() - start) for run in own]
-    cost["saving"] = time.perf_counter() - tick
+        for epoch in range(initial, epochs):
+            flat = _schedule(flat, template, terms, jobs, epoch)
+            steps, tail = _orders(jobs, n, batch, epoch)
+            tick = time.perf_counter()
+            flat, _, active, bad, train_logs = program.epoch(
+                flat,
+                zeros,
+                knob,
+                active,
+                bad,
+                x,
+                y,
+                w,
+                jnp.asarray(steps),
+                None if tail is None else jnp.asarray(tail),
+            )
+            flat, _, val_logs = program.validate(
+                flat, zeros, knob, x_val, y_val, val_order, val_tail
+            )
+            penalties = program.penalties(flat, knob)
+            host = jax.device_get((flat, active, bad, train_logs, val_logs, penalties))
+            cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
+                time.perf_counter() - tick
+            )
+            tick = time.perf_counter()
+            for i, run in enumerate(own):
+                if not running[i]:
+                    continue
+                logs = {k: float(v[i]) for k, v in host[3].items()}
+                logs.update({f"val_{k}": float(v[i]) for k, v in host[4].items()})
+                diverged = not bool(host[1][i])
+                run.penalties = {
+                    f"penalty/{term.name}": float(sum(value[i] for value in values))
+                    for term, values in zip(terms, host[5], strict=True)
+                }
+                run.penalties["penalty/total"] = float(sum(run.penalties.values()))
+                running[i] = run.epoch_end(
+                    epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
+                )
+            cost["per-job callbacks"] += time.perf_counter() - tick
+            if not any(running):
+                break
+        tick = time.perf_counter()
+        results = [run.finish(initial, time.perf_counter() - start) for run in own]
+        cost["saving"] = time.perf_counter() - tick
     log.info(
         "stacked: %d jobs in %.1f s: %s",
         len(jobs),
@@ -451,6 +483,7 @@ class _JobRun:
         terms: list[Any],
         knobs: Knobs,
         knob: np.ndarray,
+        writer: concurrent.futures.Executor | None = None,
     ) -> None:
         self.job, self.template, self.knobs, self.knob = job, template, knobs, knob
         specs = term_specs(job.cfg, "penalty")
@@ -460,11 +493,12 @@ class _JobRun:
         ]
         self.guard = DivergenceGuard(self.terms)
         self.history = keras.callbacks.History()  # last: it sees what the others added
+        self.penalties: dict[str, float] = {}  # the epoch's penalty values, from the stack
         with self._current():
-            self.callbacks = keras.callbacks.CallbackList(
-                [*make_callbacks(job.cfg, job.run_dir, self.terms, self.guard), self.history],
-                model=template,
+            own = make_callbacks(
+                job.cfg, job.run_dir, self.terms, self.guard, lambda: dict(self.penalties), writer
             )
+            self.callbacks = keras.callbacks.CallbackList([*own, self.history], model=template)
             self.callbacks.on_train_begin()
         self.state: list[np.ndarray] | None = None
 
@@ -488,7 +522,10 @@ class _JobRun:
             *self.template.non_trainable_variables,
             *self.template.optimizer.variables,
         ]
-        for variable, value in zip(variables, state, strict=True):
+        import jax
+
+        # One transfer for all of them (`assign` of a NumPy array converts each on its own).
+        for variable, value in zip(variables, jax.device_put(state), strict=True):
             variable.assign(value)
         self.state = state
 
