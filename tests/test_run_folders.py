@@ -228,12 +228,40 @@ def test_a_dead_runs_lock_is_taken_over_with_a_message(run_copy, tmp_path):
     assert not (run_copy / ".regfw.lock").exists()
 
 
+GATE = '''"""A zero penalty whose steps wait until a file exists: a run that trains when a test says."""
+
+import os
+import time
+
+import tensorflow as tf
+
+from regfw import penalties
+
+
+def _wait():
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+    return 0.0
+
+
+@penalties.register("gate")
+def gate(w):
+    """0, once the gate file exists (each time the loss is computed)."""
+    return 0.0 * tf.reduce_sum(w) + tf.py_function(_wait, [], tf.float32)
+'''
+
+
 def test_two_runs_in_one_folder_the_second_is_refused(tmp_path):
-    run_dir = tmp_path / "run"
+    run_dir, gate = tmp_path / "run", tmp_path / "open"
+    plugin = tmp_path / "gate.py"
+    plugin.write_text(GATE.format(gate=str(gate)))
+    # The first run holds the folder, waiting in its first step (without using the CPU), until
+    # the second has been refused.
+    overrides = [*SMALL, "penalty=custom", "penalty.name=gate", "penalty.include=[output/kernel]",
+                 f"plugins=[{plugin}]", f"hydra.run.dir={run_dir}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     first = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *SMALL[:2], "trainer.epochs=300",
-         *SMALL[3:], f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(REPO / "train.py"), *overrides],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -242,15 +270,16 @@ def test_two_runs_in_one_folder_the_second_is_refused(tmp_path):
         while not (run_dir / ".hydra" / "config.yaml").exists():
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.05)
-        second = run_train(*SMALL, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        second = run_train(*overrides, "trainer.resume=true", cwd=tmp_path)
         assert second.returncode == 2
         line = one_error_line(second)
         assert f"another regfw run is using this folder (process {first.pid} on" in line
         assert first.poll() is None  # the first run goes on
     finally:
+        gate.touch()
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    assert read_metrics(run_dir)["epochs_run"] == 300
+    assert read_metrics(run_dir)["epochs_run"] == 3
     assert not (run_dir / ".regfw.lock").exists()
 
 

@@ -155,9 +155,10 @@ def cluster():
 class Sweeps:
     """The three sweeps of the module docstring, run in two rounds of sweeps side by side.
 
-    Round 1: `faults` and `limit`; job 0 of `faults` is cancelled after its first epoch. Their
-    folders are then copied to `first/` for the tests of round 1. Round 2: `faults` and `limit`
-    again with `trainer.resume=true`, and `grid`.
+    Round 1: `faults` and `limit`; job 0 of `faults` is cancelled after its first epoch, then
+    `grid` starts (its jobs run on the CPU that `limit`'s waiting job leaves free). The folders of
+    `faults` and `limit` are then copied to `first/` for the tests of round 1. Round 2: `faults`
+    and `limit` again with `trainer.resume=true`.
     """
 
     def __init__(self, root: Path) -> None:
@@ -190,7 +191,8 @@ class Sweeps:
         wait_for(lambda: epochs_in_checkpoint(cancelled) >= 1, "checkpoint of job 0", 240, faults)
         self.cancelled_id = job_id(cancelled)
         subprocess.run(["scancel", self.cancelled_id], check=True)
-        self._finish(faults=faults, limit=limit)
+        grid = self._start(self.grid, *GRID)
+        self._finish(faults=faults, limit=limit, grid=grid)
         for sweep_dir in (self.faults, self.limit):
             shutil.copytree(sweep_dir, self.first / sweep_dir.name)
         # Round 2. The penalty no longer waits: it is 0 either way, the same experiment.
@@ -201,7 +203,6 @@ class Sweeps:
             resumed_limit=self._start(
                 self.limit, *self.limit_args, *resume, "hydra.launcher.timeout_min=10"
             ),
-            grid=self._start(self.grid, *GRID),
         )
 
     def _start(self, sweep_dir: Path, *args: str) -> subprocess.Popen:

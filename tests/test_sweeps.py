@@ -305,3 +305,47 @@ def test_fail_on_bad_jobs_false_exits_0_and_a_diverged_job_returns_nan(tmp_path)
     assert float(returned[1]["value"]) == completed["validation"]["data_loss"]
     assert [r["status"] for r in read_summary(sweep_dir)] == ["diverged", "ok"]
     assert "job 0 diverged" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "own_status", "recorded"),
+    [
+        ("FAILED", "timeout", "timeout"),  # stopped itself at the signal, exited before the limit
+        ("FAILED", "cancelled", "cancelled"),
+        ("FAILED", None, "failed"),  # never recorded anything
+        ("TIMEOUT", None, "timeout"),
+        ("CANCELLED by 0", "failed", "cancelled"),
+    ],
+)
+def test_an_unfinished_slurm_job_is_recorded_with_the_best_known_status(
+    tmp_path, slurm_state, own_status, recorded
+):
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict, read_write
+
+    from regfw.config.compose import conf_dir
+    from regfw.runs import atomic
+    from regfw.sweeps.slurm import record_unfinished
+
+    run_dir = tmp_path / "0"
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        config = compose("config", overrides=["trainer.seed=1"], return_hydra_config=True)
+    with read_write(config), open_dict(config):
+        config.hydra.runtime.output_dir = str(run_dir)
+        config.hydra.job.num = 0
+    own = {"status": own_status, "error": f"the job's own reason ({own_status})"}
+    if own_status:
+        run_dir.mkdir()
+        atomic.write_json(run_dir / "metrics.json", own)
+    job = SimpleNamespace(state=slurm_state, job_id="42", paths=SimpleNamespace(stdout="42.out"))
+    result = record_unfinished(job, config, RuntimeError("no result"))
+    assert math.isnan(result.return_value)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == recorded
+    if recorded == own_status:
+        assert metrics == own  # kept as the job wrote it
+    else:
+        state = slurm_state.split()[0]
+        assert metrics["error"].startswith(f"Slurm job 42 ended {state} without a result (log: ")

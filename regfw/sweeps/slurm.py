@@ -113,7 +113,9 @@ def record_unfinished(job: Any, config: DictConfig, error: Exception) -> Any:
     (out of memory, a failed node, an error outside the task). The job's folder gets its record
     and a `metrics.json` with the status and the reason, as the job would have written them,
     unless the job's own `metrics.json` says it completed (it ended after writing it): that one
-    is kept, and its objective returned.
+    is kept, and its objective returned. So is the job's own `timeout` or `cancelled` record when
+    Slurm says `FAILED`: a job that stops itself at the time limit's signal can exit (with an
+    error) before Slurm's limit is reached.
 
     Args:
         job: The submitit job.
@@ -149,6 +151,12 @@ def record_unfinished(job: Any, config: DictConfig, error: Exception) -> Any:
         previous = folder.inspect(run_dir).metrics or {}
         if previous.get("status") == "completed":
             value = (previous.get("objective") or {}).get("value")
+        elif status == "failed" and previous.get("status") in STATUS.values():
+            # The job stopped itself at Slurm's signal and recorded why (`stop_at_time_limit`);
+            # Slurm saw it exit with an error before the limit: the job's own record stays.
+            log.error("job %s %s: %s", config.hydra.job.num, previous["status"],
+                      previous.get("error", reason))  # fmt: skip
+            value = None
         else:
             log.error("job %s %s: %s", config.hydra.job.num, status, reason)
             record_failure(run_dir, task_cfg, status, reason)
