@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,30 @@ def train_step_function(model):
 # end while one worker finishes a long group.
 LONGEST_FIRST = ("test_slurm.py", "test_stacked.py", "test_benchmarks.py", "test_sweeps.py",
                  "test_backends.py", "test_run_folders.py")  # fmt: skip
+
+
+_OWN_JAX_CACHE: list[str] = []  # the cache folder this process made (the xdist controller's)
+
+
+def pytest_configure(config) -> None:
+    """Gives the session's JAX processes one persistent compilation cache (JAX's own).
+
+    Every JAX run of the suite compiles the same few programs (the default MLP's steps, the
+    stacked launcher's epoch); with `JAX_COMPILATION_CACHE_DIR` a process loads what an earlier
+    one compiled (the default JAX run: 14.3 s -> 10.7 s here, the same numbers). The folder is
+    new for each session, made before xdist starts its workers (they inherit it), and removed
+    at the end: no test sees a cache from an earlier session. A cache the caller set is kept.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        _OWN_JAX_CACHE.append(tempfile.mkdtemp(prefix="regfw-tests-jax-cache-"))
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE[0]
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config) -> None:
+    for folder in _OWN_JAX_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
