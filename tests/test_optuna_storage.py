@@ -26,7 +26,10 @@ pytestmark = [
 ]
 
 TRIALS = 3  # per sweeper
+# On JAX: the sweepers do not import TensorFlow, and their trials share the session's compilation
+# cache (the storage, not the backend, is what this module tests).
 TINY = [
+    "trainer.backend=jax",
     "data=synthetic",
     "data.n_samples=200",
     "trainer.epochs=2",
