@@ -39,12 +39,21 @@ def penalty_values(terms: list[PenaltyTerm]) -> dict[str, float]:
     Args:
         terms: The model's penalty terms.
     """
-    values = {
-        f"penalty/{t.name}": float(sum(ops.convert_to_numpy(t.value_of(v)) for v in t.variables))
-        for t in terms
-    }
-    values["penalty/total"] = float(sum(values.values()))
-    return values
+    return penalty_logs(
+        terms, [[ops.convert_to_numpy(t.value_of(v)) for v in t.variables] for t in terms]
+    )
+
+
+def penalty_logs(terms: list[PenaltyTerm], values: list[list[Any]]) -> dict[str, float]:
+    """`penalty/<term>` (the sum of its values) and `penalty/total`, from each term's values.
+
+    Args:
+        terms: The model's penalty terms.
+        values: Each term's scaled value on each of its weights (scalars, in `t.variables` order).
+    """
+    logs = {f"penalty/{t.name}": float(sum(v)) for t, v in zip(terms, values, strict=True)}
+    logs["penalty/total"] = float(sum(logs.values()))
+    return logs
 
 
 class PenaltyMonitor(keras.callbacks.Callback):

@@ -37,7 +37,7 @@ from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.runs import atomic, folder
 from regfw.training import checkpoints, console, hparams, memory, pipeline, seeding
-from regfw.training.callbacks import make_callbacks
+from regfw.training.callbacks import make_callbacks, penalty_logs
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.trainer import build, build_optimizer, final_metrics, objective
 
@@ -431,11 +431,9 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
                 logs = {k: float(v[i]) for k, v in host[3].items()}
                 logs.update({f"val_{k}": float(v[i]) for k, v in host[4].items()})
                 diverged = not bool(host[1][i])
-                run.penalties = {
-                    f"penalty/{term.name}": float(sum(value[i] for value in values))
-                    for term, values in zip(terms, host[5], strict=True)
-                }
-                run.penalties["penalty/total"] = float(sum(run.penalties.values()))
+                run.penalties = penalty_logs(
+                    terms, [[value[i] for value in values] for values in host[5]]
+                )
                 running[i] = run.epoch_end(
                     epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
                 )
