@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -208,6 +209,25 @@ def test_histogram_buckets_are_tensorflows(data):
 
     expected = _buckets(tf.constant(data), tf.constant(30)).numpy()
     np.testing.assert_allclose(histogram_buckets(data), expected, rtol=1e-12, atol=0)
+
+
+def test_event_records_and_tensors_are_tensorboards_bytes():
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    from tensorboard.util import tensor_util
+
+    from regfw.training import events
+
+    payloads = [b"", b"x", bytes(range(256)) * 9]
+    buffer = io.BytesIO()
+    for data in payloads:
+        RecordWriter(buffer).write(data)
+    assert b"".join(events.record(d) for d in payloads) == buffer.getvalue()
+    for value in (0.0, -1.5, 1e-30, float("inf"), float("nan"), 3.14159):
+        expected = tensor_util.make_tensor_proto(np.float32(value)).SerializeToString()
+        assert events._scalar_tensor(value).SerializeToString() == expected
+    for array in (np.zeros((30, 3)), np.arange(90.0).reshape(30, 3) / 7, np.ones(4)):
+        expected = tensor_util.make_tensor_proto(array, dtype=np.float64).SerializeToString()
+        assert events._float64_tensor(array).SerializeToString() == expected
 
 
 def test_default_run(tmp_path, backend):

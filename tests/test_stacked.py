@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -250,14 +251,39 @@ def _assert_same_numbers(stacked: Path, alone: Path, first_epoch: float, final: 
             for key, value in theirs[section].items():
                 assert ours[section][key] == pytest.approx(value, rel=final), (a, section, key)
                 worst = max(worst, _relative(ours[section][key], value))
-        # The first epoch, from the TensorBoard events: tighter.
+        # The first epoch, from the TensorBoard events: tighter. Every scalar (the metrics, the
+        # learning rate, penalty values and scales, weight diagnostics) and every histogram.
         for sub in ("validation", "train"):
             ours_e, theirs_e = event_scalars(a / sub), event_scalars(b / sub)
             assert set(ours_e) == set(theirs_e)
+            assert any(tag.startswith("diagnostics/") for tag in theirs_e) or sub == "validation"
             for tag, points in theirs_e.items():
-                if tag.startswith("epoch_") and "learning_rate" not in tag:
-                    assert ours_e[tag][0][1] == pytest.approx(points[0][1], rel=first_epoch), tag
+                assert [step for step, _ in ours_e[tag]] == [step for step, _ in points], tag
+                assert ours_e[tag][0][1] == pytest.approx(points[0][1], rel=first_epoch), tag
+        ours_h, theirs_h = _histograms(a / "train"), _histograms(b / "train")
+        assert set(ours_h) == set(theirs_h)
+        for tag, buckets in theirs_h.items():
+            edges, counts = buckets[:, :2], buckets[:, 2]
+            np.testing.assert_allclose(ours_h[tag][:, :2], edges, rtol=first_epoch, atol=1e-7)
+            # A weight a hair's breadth from an edge may fall in the bucket next door.
+            assert ours_h[tag][:, 2].sum() == counts.sum(), tag
+            assert np.abs(ours_h[tag][:, 2] - counts).sum() <= 2, tag
     return worst
+
+
+def _histograms(log_dir: Path) -> dict[str, np.ndarray]:
+    """The first epoch's histogram buckets in a TensorBoard folder: tag -> (30, 3) array."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    found = {}
+    for tag in acc.Tags()["tensors"]:
+        first = tensor_util.make_ndarray(acc.Tensors(tag)[0].tensor_proto)
+        if first.ndim == 2:
+            found[tag] = first
+    return found
 
 
 def _assert_standalone_folder(job: Path, alone: Path) -> None:
@@ -281,7 +307,8 @@ def _assert_standalone_folder(job: Path, alone: Path) -> None:
 
 @pytest.mark.slow
 def test_stacked_mlp_with_dropout_and_a_schedule_matches_each_job_alone(tmp_path):
-    grid = [*DIGITS, "model.dropout=0.2", "trainer.epochs=5", "penalty.schedule.name=warmup",
+    with_histograms = [a for a in DIGITS if a != "trainer.histograms=false"]
+    grid = [*with_histograms, "model.dropout=0.2", "trainer.epochs=5", "penalty.schedule.name=warmup",
             "penalty.schedule.epochs=3", "penalty.scale=1e-4,1e-2", "trainer.seed=0,1"]  # fmt: skip
     stacked = _sweep(tmp_path, "stacked", *grid)
     alone = _sweep(tmp_path, "alone", *grid, launcher="basic")

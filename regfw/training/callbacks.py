@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 from omegaconf import DictConfig
 
@@ -121,13 +122,22 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         log_dir: The run folder.
         histogram_freq: Writes the weights' histograms every this many epochs (0: never).
         config_text: The effective config (and the command), written once as the `config` text.
+        state: Returns the training state as host arrays, by `model/<path>` (default: the
+            model's weights); a stacked job's come from its stack.
     """
 
-    def __init__(self, log_dir: str | Path, histogram_freq: int = 0, config_text: str = "") -> None:
+    def __init__(
+        self,
+        log_dir: str | Path,
+        histogram_freq: int = 0,
+        config_text: str = "",
+        state: Callable[[], dict[str, np.ndarray]] | None = None,
+    ) -> None:
         super().__init__()
         self.log_dir = Path(log_dir)
         self.histogram_freq = histogram_freq
         self.config_text = config_text
+        self.state = state
         self.writers = {split: events.EventWriter(self.log_dir / split)
                         for split in ("train", "validation")}  # fmt: skip
 
@@ -168,8 +178,11 @@ class RegfwTensorBoard(keras.callbacks.Callback):
 
     def _log_weights(self, epoch: int) -> None:
         """Each weight's histogram under Keras's tag (`<weight path>/histogram`)."""
+        state = self.state() if self.state else None
         weights = {
-            f"{weight.path.replace(':', '_')}/histogram": ops.convert_to_numpy(weight)
+            f"{weight.path.replace(':', '_')}/histogram": (
+                state[f"model/{weight.path}"] if state else ops.convert_to_numpy(weight)
+            )
             for layer in self.model.layers
             for weight in layer.weights
         }
@@ -183,6 +196,7 @@ def make_callbacks(
     guard: DivergenceGuard,
     penalty_values: Callable[[], dict[str, float]] | None = None,
     checkpoint_writer: concurrent.futures.Executor | None = None,
+    state: Callable[[], dict[str, np.ndarray]] | None = None,
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
@@ -190,16 +204,18 @@ def make_callbacks(
     them), the divergence guard before the checkpoint (so a diverged epoch is not saved).
     The config's own callbacks (`callbacks.*`) come after the logging callbacks, so they see the
     penalties and diagnostics in the logs. `penalty_values` goes to `PenaltyMonitor`,
-    `checkpoint_writer` to `Checkpoint`.
+    `checkpoint_writer` to `Checkpoint`, and `state` (the training state as host arrays, by
+    `regfw.training.checkpoints.training_state`'s keys) to the callbacks that read the weights.
     """
     return [
         PenaltyMonitor(terms, penalty_values),
-        *([WeightDiagnostics()] if cfg.trainer.diagnostics else []),
+        *([WeightDiagnostics(state)] if cfg.trainer.diagnostics else []),
         *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
             run_dir,
             histogram_freq=1 if cfg.trainer.histograms else 0,
             config_text=_command() + effective_yaml(cfg),
+            state=state,
         ),
         guard,
         *(
@@ -207,7 +223,7 @@ def make_callbacks(
             for name, node in (cfg.get("callbacks") or {}).items()
         ),
         *(
-            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every, checkpoint_writer)]
+            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every, checkpoint_writer, state)]
             if cfg.trainer.checkpoint_every
             else []
         ),

@@ -23,6 +23,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,11 @@ def training_state(model: keras.Model) -> dict[str, Any]:
     if model.optimizer is not None:
         state.update({f"optimizer/{v.path}": v for v in model.optimizer.variables})
     return state
+
+
+def host_state(model: keras.Model) -> dict[str, np.ndarray]:
+    """`training_state` as host (NumPy) arrays."""
+    return {k: ops.convert_to_numpy(v) for k, v in training_state(model).items()}
 
 
 def _plain(value: Any) -> Any:
@@ -105,6 +111,8 @@ class Checkpoint(keras.callbacks.Callback):
         every: Save after epochs `every`, `2 * every`, ... (`trainer.checkpoint_every`).
         writer: Writes in the background (default: each checkpoint is written before
             `on_epoch_end` returns).
+        state: Returns the training state as host arrays, by `training_state`'s keys (default:
+            the model's variables, converted); a stacked job's come from its stack.
     """
 
     def __init__(
@@ -113,18 +121,20 @@ class Checkpoint(keras.callbacks.Callback):
         guard: DivergenceGuard,
         every: int = 1,
         writer: concurrent.futures.Executor | None = None,
+        state: Callable[[], dict[str, np.ndarray]] | None = None,
     ) -> None:
         super().__init__()
         self.folder = Path(run_dir) / FOLDER
         self.guard = guard
         self.every = every
         self.writer = writer
+        self.state = state
         self.pending: list[concurrent.futures.Future[None]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.guard.reason or (epoch + 1) % self.every:
             return
-        arrays = {k: ops.convert_to_numpy(v) for k, v in training_state(self.model).items()}
+        arrays = self.state() if self.state else host_state(self.model)
         if self.writer is None:
             write(self.folder, epoch + 1, arrays, logs or {})
             return

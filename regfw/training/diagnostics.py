@@ -17,6 +17,7 @@ All of it is NumPy on the weights once per epoch, never inside the train step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -68,9 +69,23 @@ def model_diagnostics(
 
 
 class WeightDiagnostics(keras.callbacks.Callback):
-    """Adds the diagnostics to the epoch logs (after the penalty values, for the loss ratio)."""
+    """Adds the diagnostics to the epoch logs (after the penalty values, for the loss ratio).
+
+    Args:
+        state: Returns the training state as host arrays, by `model/<path>` (default: the
+            model's variables); a stacked job's come from its stack.
+    """
+
+    def __init__(self, state: Callable[[], dict[str, np.ndarray]] | None = None) -> None:
+        super().__init__()
+        self.state = state
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            weights = {v.path: v.numpy() for v in self.model.trainable_variables}
+            variables = self.model.trainable_variables
+            if self.state is None:
+                weights = {v.path: v.numpy() for v in variables}
+            else:
+                state = self.state()
+                weights = {v.path: state[f"model/{v.path}"] for v in variables}
             logs.update(model_diagnostics(weights, logs))

@@ -484,6 +484,24 @@ class _JobRun:
         writer: concurrent.futures.Executor | None = None,
     ) -> None:
         self.job, self.template, self.knobs, self.knob = job, template, knobs, knob
+        self.variables = [
+            *template.trainable_variables,
+            *template.non_trainable_variables,
+            *template.optimizer.variables,
+        ]
+        position = {id(v): i for i, v in enumerate(self.variables)}
+        self.keys = [(k, position[id(v)]) for k, v in checkpoints.training_state(template).items()]
+        # The variables its callbacks read through the template (penalty scales, seed states, the
+        # optimizer's step and learning rate); the weights and slots come as host arrays. With
+        # callbacks of the config's own (they may read anything), each epoch loads everything.
+        trainable = len(template.trainable_variables)
+        model_vars = trainable + len(template.non_trainable_variables)
+        self.small = [
+            i for i, v in enumerate(self.variables)
+            if trainable <= i < model_vars or (i >= model_vars and len(v.shape) == 0)
+        ]  # fmt: skip
+        self.lean = not job.cfg.get("callbacks")
+        self.arrays: dict[str, np.ndarray] = {}
         specs = term_specs(job.cfg, "penalty")
         self.terms = [
             dataclasses.replace(t, base_scale=float(s["scale"]), schedule=s.get("schedule"))
@@ -494,7 +512,13 @@ class _JobRun:
         self.penalties: dict[str, float] = {}  # the epoch's penalty values, from the stack
         with self._current():
             own = make_callbacks(
-                job.cfg, job.run_dir, self.terms, self.guard, lambda: dict(self.penalties), writer
+                job.cfg,
+                job.run_dir,
+                self.terms,
+                self.guard,
+                lambda: dict(self.penalties),
+                writer,
+                lambda: self.arrays,
             )
             self.callbacks = keras.callbacks.CallbackList([*own, self.history], model=template)
             self.callbacks.on_train_begin()
@@ -513,25 +537,22 @@ class _JobRun:
         with self.job.use() if self.job.use else contextlib.nullcontext():
             yield
 
-    def _load(self, state: list[np.ndarray]) -> None:
-        """Puts this job's state (and its numbers) into the template."""
-        variables = [
-            *self.template.trainable_variables,
-            *self.template.non_trainable_variables,
-            *self.template.optimizer.variables,
-        ]
+    def _load(self, state: list[np.ndarray], which: list[int] | None = None) -> None:
+        """Puts this job's state (or its variables at `which`) and its numbers into the template."""
         import jax
 
+        which = range(len(self.variables)) if which is None else which
         # One transfer for all of them (`assign` of a NumPy array converts each on its own).
-        for variable, value in zip(variables, jax.device_put(state), strict=True):
-            variable.assign(value)
+        for i, value in zip(which, jax.device_put([state[i] for i in which]), strict=True):
+            self.variables[i].assign(value)
         self.state = state
+        self.arrays = {key: state[i] for key, i in self.keys}
 
     def epoch_end(
         self, epoch: int, state: list[np.ndarray], logs: dict[str, float], bad_step: int | None
     ) -> bool:
         """Runs the job's callbacks for `epoch`; returns whether the job goes on."""
-        self._load(state)
+        self._load(state, self.small if self.lean and bad_step is None else None)
         with self._logging(), self.knobs.set([float(v) for v in self.knob]):
             if bad_step is not None:
                 where = f"epoch {epoch + 1}, batch {bad_step + 1}"
