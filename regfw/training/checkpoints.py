@@ -102,7 +102,9 @@ class Checkpoint(keras.callbacks.Callback):
     With a `writer` (a stacked sweep's: one thread for all its jobs), the files are written there
     while training goes on, in the order they were asked for: the state is copied to host arrays
     first, and `on_train_end` waits for this run's writes (and raises the first one's error, as
-    the next epoch's checkpoint does).
+    the next epoch's checkpoint does). A write that has not started when the next epoch's is
+    asked for is dropped: the newer state supersedes it, and training never waits for the disk
+    (the folder always holds a whole checkpoint, at most a few epochs old).
 
     Args:
         run_dir: The run folder.
@@ -138,6 +140,8 @@ class Checkpoint(keras.callbacks.Callback):
         if self.writer is None:
             write(self.folder, epoch + 1, arrays, logs or {})
             return
+        for future in self.pending:
+            future.cancel()  # only one that has not started: superseded by this epoch's
         self.wait(done_only=True)
         self.pending.append(
             self.writer.submit(write, self.folder, epoch + 1, arrays, dict(logs or {}))
@@ -155,7 +159,8 @@ class Checkpoint(keras.callbacks.Callback):
         finished = [f for f in self.pending if f.done()] if done_only else self.pending
         self.pending = [f for f in self.pending if f not in finished]
         for future in finished:
-            future.result()
+            if not future.cancelled():
+                future.result()
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
