@@ -211,6 +211,23 @@ def test_histogram_buckets_are_tensorflows(data):
     np.testing.assert_allclose(histogram_buckets(data), expected, rtol=1e-12, atol=0)
 
 
+def test_a_stacks_histograms_are_each_jobs_own():
+    from regfw.training.events import histogram_buckets, stacked_histogram_buckets
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(6, 4, 33)).astype(np.float32)
+    data[1, 0, 0] = np.nan  # a diverged job
+    data[2] = 0.25  # a constant weight
+    data[3, :, :5] = np.inf
+    data[4, 0, 0] = data[4].max() + 1.0  # one far from the rest: the last bucket holds it
+    stacked = stacked_histogram_buckets(data)
+    assert stacked.shape == (6, 30, 3)
+    for job in range(6):
+        np.testing.assert_array_equal(stacked[job], histogram_buckets(data[job]))
+    assert stacked[1, :, 2].sum() == 4 * 33 - 1 and stacked[4, -1, 2] == 1
+    np.testing.assert_array_equal(stacked_histogram_buckets(np.zeros((2, 0))), np.zeros((2, 30, 3)))
+
+
 def test_event_records_and_tensors_are_tensorboards_bytes():
     from tensorboard.summary.writer.record_writer import RecordWriter
     from tensorboard.util import tensor_util

@@ -188,6 +188,27 @@ def test_weight_diagnostics_match_numpy():
         assert stats["frobenius_norm"] == pytest.approx(np.linalg.norm(m), rel=1e-5)
 
 
+def test_a_stacks_diagnostics_are_each_jobs_own():
+    # The stacked launcher computes every job's diagnostics at once; each job's numbers must be
+    # exactly those of the job's weights alone, a diverged (non-finite) job's included.
+    rng = np.random.default_rng(2)
+    weights = {"a/kernel": rng.normal(size=(5, 6, 3)), "a/bias": rng.normal(size=(5, 3)),
+               "b/kernel": rng.normal(size=(5, 2, 7)).astype(np.float32),
+               "c/kernel": rng.normal(size=(5, 3, 3, 2, 4))}  # fmt: skip
+    weights["b/kernel"][1, 0, 0] = np.nan
+    weights["a/kernel"][3] = 0.0
+    weights["c/kernel"][4, 0, 0, 0, :2] = 1e-4
+    stacked = diagnostics.stacked_model_diagnostics(weights)
+    assert len(stacked) == 5
+    for job, values in enumerate(stacked):
+        alone = diagnostics.model_diagnostics({p: w[job] for p, w in weights.items()})
+        assert list(values) == list(alone) and len(alone) == 14
+        np.testing.assert_array_equal(list(values.values()), list(alone.values()))
+    assert math.isnan(stacked[1]["diagnostics/b/kernel/spectral_norm"])
+    assert not math.isnan(stacked[0]["diagnostics/b/kernel/spectral_norm"])
+    assert stacked[3]["diagnostics/a/kernel/orthogonality"] == pytest.approx(1.0)
+
+
 def test_model_diagnostics_weights_and_loss_ratio():
     rng = np.random.default_rng(1)
     weights = {"a/kernel": np.zeros((4, 2)), "a/bias": np.zeros(2), "b/kernel": np.ones((2, 2)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,8 +123,9 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         log_dir: The run folder.
         histogram_freq: Writes the weights' histograms every this many epochs (0: never).
         config_text: The effective config (and the command), written once as the `config` text.
-        state: Returns the training state as host arrays, by `model/<path>` (default: the
-            model's weights); a stacked job's come from its stack.
+        histograms: Returns the epoch's histogram buckets by weight path
+            (`events.histogram_buckets`; default: computed from the model's weights); a stacked
+            job's come from its stack.
     """
 
     def __init__(
@@ -131,13 +133,13 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         log_dir: str | Path,
         histogram_freq: int = 0,
         config_text: str = "",
-        state: Callable[[], dict[str, np.ndarray]] | None = None,
+        histograms: Callable[[], dict[str, np.ndarray]] | None = None,
     ) -> None:
         super().__init__()
         self.log_dir = Path(log_dir)
         self.histogram_freq = histogram_freq
         self.config_text = config_text
-        self.state = state
+        self.histograms = histograms
         self.writers = {split: events.EventWriter(self.log_dir / split)
                         for split in ("train", "validation")}  # fmt: skip
 
@@ -178,15 +180,39 @@ class RegfwTensorBoard(keras.callbacks.Callback):
 
     def _log_weights(self, epoch: int) -> None:
         """Each weight's histogram under Keras's tag (`<weight path>/histogram`)."""
-        state = self.state() if self.state else None
-        weights = {
+        weights = [weight for layer in self.model.layers for weight in layer.weights]
+        given = self.histograms() if self.histograms else {}
+        buckets = {
             f"{weight.path.replace(':', '_')}/histogram": (
-                state[f"model/{weight.path}"] if state else ops.convert_to_numpy(weight)
+                given[weight.path]
+                if self.histograms
+                else events.histogram_buckets(ops.convert_to_numpy(weight))
             )
-            for layer in self.model.layers
-            for weight in layer.weights
+            for weight in weights
         }
-        self.writers["train"].write(events.histograms(weights), step=epoch)
+        self.writers["train"].write(events.histogram_summary(buckets), step=epoch)
+
+
+@dataclasses.dataclass
+class Sources:
+    """Where a run's callbacks get what they log, in place of the model (a stacked job's stack).
+
+    Each is None for a run alone: the callback computes it from the model.
+
+    Attributes:
+        penalty_values: The epoch's `penalty/...` values (`PenaltyMonitor`).
+        diagnostics: The epoch's weight diagnostics, without the loss ratio
+            (`WeightDiagnostics`).
+        histograms: The epoch's histogram buckets by weight path (`RegfwTensorBoard`).
+        state: The training state as host arrays, by `training_state`'s keys (`Checkpoint`).
+        checkpoint_writer: Writes checkpoints in the background (`Checkpoint`).
+    """
+
+    penalty_values: Callable[[], dict[str, float]] | None = None
+    diagnostics: Callable[[], dict[str, float]] | None = None
+    histograms: Callable[[], dict[str, np.ndarray]] | None = None
+    state: Callable[[], dict[str, np.ndarray]] | None = None
+    checkpoint_writer: concurrent.futures.Executor | None = None
 
 
 def make_callbacks(
@@ -194,28 +220,26 @@ def make_callbacks(
     run_dir: Path,
     terms: list[PenaltyTerm],
     guard: DivergenceGuard,
-    penalty_values: Callable[[], dict[str, float]] | None = None,
-    checkpoint_writer: concurrent.futures.Executor | None = None,
-    state: Callable[[], dict[str, np.ndarray]] | None = None,
+    sources: Sources | None = None,
 ) -> list[Any]:
     """Returns the callbacks of a run, in order.
 
     Penalty values and diagnostics come before the epoch line and TensorBoard (so they show
     them), the divergence guard before the checkpoint (so a diverged epoch is not saved).
     The config's own callbacks (`callbacks.*`) come after the logging callbacks, so they see the
-    penalties and diagnostics in the logs. `penalty_values` goes to `PenaltyMonitor`,
-    `checkpoint_writer` to `Checkpoint`, and `state` (the training state as host arrays, by
-    `regfw.training.checkpoints.training_state`'s keys) to the callbacks that read the weights.
+    penalties and diagnostics in the logs. `sources` (default: none) go to the callbacks that
+    log them.
     """
+    sources = sources or Sources()
     return [
-        PenaltyMonitor(terms, penalty_values),
-        *([WeightDiagnostics(state)] if cfg.trainer.diagnostics else []),
+        PenaltyMonitor(terms, sources.penalty_values),
+        *([WeightDiagnostics(sources.diagnostics)] if cfg.trainer.diagnostics else []),
         *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
             run_dir,
             histogram_freq=1 if cfg.trainer.histograms else 0,
             config_text=_command() + effective_yaml(cfg),
-            state=state,
+            histograms=sources.histograms,
         ),
         guard,
         *(
@@ -223,7 +247,15 @@ def make_callbacks(
             for name, node in (cfg.get("callbacks") or {}).items()
         ),
         *(
-            [Checkpoint(run_dir, guard, cfg.trainer.checkpoint_every, checkpoint_writer, state)]
+            [
+                Checkpoint(
+                    run_dir,
+                    guard,
+                    cfg.trainer.checkpoint_every,
+                    sources.checkpoint_writer,
+                    sources.state,
+                )
+            ]
             if cfg.trainer.checkpoint_every
             else []
         ),

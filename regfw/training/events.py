@@ -109,12 +109,46 @@ def histogram_buckets(data: np.ndarray, bucket_count: int = BUCKETS) -> np.ndarr
     return np.stack([edges[:-1], edges[1:], counts], 1)
 
 
+def stacked_histogram_buckets(data: np.ndarray, bucket_count: int = BUCKETS) -> np.ndarray:
+    """`histogram_buckets` of each row of `(jobs, ...)` data at once: `(jobs, bucket_count, 3)`.
+
+    Row `j` is `histogram_buckets(data[j])`, with the same arithmetic on every element; rows
+    with non-finite or constant entries (rare: a diverged or untouched weight) take that path.
+    """
+    data = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+    out = np.empty((len(data), bucket_count, 3))
+    if data.shape[1] == 0:
+        out[:] = 0.0
+        return out
+    low, high = data.min(axis=1), data.max(axis=1)  # NaN where a row has one
+    plain = np.isfinite(low) & np.isfinite(high) & (low < high)
+    for row in np.flatnonzero(~plain):
+        out[row] = histogram_buckets(data[row], bucket_count)
+    if plain.any():
+        rows, low, high = data[plain], low[plain], high[plain]
+        width = (high - low) / bucket_count
+        index = np.floor((rows - low[:, None]) / width[:, None]).astype(np.int64)
+        index = np.minimum(index, bucket_count - 1) + bucket_count * np.arange(len(rows))[:, None]
+        counts = np.bincount(index.reshape(-1), minlength=len(rows) * bucket_count)
+        edges = np.linspace(low, high, bucket_count + 1, axis=1)
+        edges[:, -1] = high
+        out[plain] = np.stack(
+            [edges[:, :-1], edges[:, 1:], counts.reshape(len(rows), bucket_count)], axis=2
+        )
+    return out
+
+
 def histograms(weights: dict[str, np.ndarray]) -> summary_pb2.Summary:
     """One summary of histograms (tag to array), as `tf.summary.histogram` writes each."""
+    return histogram_summary({tag: histogram_buckets(data) for tag, data in weights.items()})
+
+
+def histogram_summary(buckets: dict[str, np.ndarray]) -> summary_pb2.Summary:
+    """One summary of histograms from their buckets (tag to `histogram_buckets`' rows)."""
     summary = summary_pb2.Summary()
     meta = histogram_metadata.create_summary_metadata(display_name=None, description=None)
-    for tag, data in weights.items():
-        summary.value.add(tag=tag, metadata=meta, tensor=_float64_tensor(histogram_buckets(data)))
+    for tag, rows in buckets.items():
+        summary.value.add(tag=tag, metadata=meta, tensor=_float64_tensor(rows))
     return summary
 
 

@@ -36,8 +36,9 @@ from regfw.build.attach import attach_penalties
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.runs import atomic, folder
-from regfw.training import checkpoints, console, hparams, memory, pipeline, seeding
-from regfw.training.callbacks import make_callbacks, penalty_logs
+from regfw.training import checkpoints, console, events, hparams, memory, pipeline, seeding
+from regfw.training.callbacks import Sources, make_callbacks, penalty_logs
+from regfw.training.diagnostics import stacked_model_diagnostics
 from regfw.training.divergence import DivergenceGuard
 from regfw.training.trainer import build, build_optimizer, final_metrics, objective
 
@@ -113,6 +114,16 @@ def _same_split(a: data.Split, b: data.Split) -> bool:
         np.array_equal(getattr(a, f), getattr(b, f))
         for f in ("x_train", "y_train", "x_val", "y_val")
     )
+
+
+def _splits(jobs: list[StackedJob]) -> list[data.Split]:
+    """Each job's data: loaded once per data config and seed (a grid's jobs mostly share them)."""
+    loaded: dict[tuple[str, int], data.Split] = {}
+    for job in jobs:
+        key = (OmegaConf.to_yaml(job.cfg.data), int(job.cfg.trainer.seed))
+        if key not in loaded:
+            loaded[key] = data.load(job.cfg.data, seed=job.cfg.trainer.seed)
+    return [loaded[OmegaConf.to_yaml(j.cfg.data), int(j.cfg.trainer.seed)] for j in jobs]
 
 
 def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
@@ -337,7 +348,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     initial = jobs[0].initial_epoch
     keras.backend.clear_session(free_memory=True)
     memory.forget_gradient_functions()
-    splits = [data.load(j.cfg.data, seed=j.cfg.trainer.seed) for j in jobs]
+    splits = _splits(jobs)
     shared = all(_same_split(splits[0], s) for s in splits[1:])
     seeding.set_random_seed(first.trainer.seed)
     template, terms = build(first)
@@ -421,6 +432,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
             )
             penalties = program.penalties(flat, knob)
             host = jax.device_get((flat, active, bad, train_logs, val_logs, penalties))
+            summaries = _weight_summaries(template, jobs, host[0])
             cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
                 time.perf_counter() - tick
             )
@@ -434,6 +446,8 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
                 run.penalties = penalty_logs(
                     terms, [[value[i] for value in values] for values in host[5]]
                 )
+                run.diagnostics = summaries[0][i] if summaries[0] else {}
+                run.histograms = {path: buckets[i] for path, buckets in summaries[1].items()}
                 running[i] = run.epoch_end(
                     epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
                 )
@@ -450,6 +464,35 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
         ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cost.items()),
     )
     return results
+
+
+def _weight_summaries(
+    template: keras.Model, jobs: list[StackedJob], flat: list[np.ndarray]
+) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
+    """Every job's weight diagnostics and histogram buckets of an epoch, each computed at once.
+
+    Args:
+        template: The template model.
+        jobs: The stack's jobs.
+        flat: The stacked state on the host (`(jobs, ...)` arrays, in the template's order).
+
+    Returns:
+        Each job's diagnostics (none if no job logs them) and each weight's `(jobs, 30, 3)`
+        buckets by path (none if no job logs histograms).
+    """
+    trainable = template.trainable_variables
+    position = {id(v): i for i, v in enumerate([*trainable, *template.non_trainable_variables])}
+    diagnostics: list[dict[str, float]] = []
+    if any(j.cfg.trainer.diagnostics for j in jobs):
+        diagnostics = stacked_model_diagnostics({v.path: flat[position[id(v)]] for v in trainable})
+    histograms = {}
+    if any(j.cfg.trainer.histograms for j in jobs):
+        for layer in template.layers:
+            for weight in layer.weights:
+                histograms[weight.path] = events.stacked_histogram_buckets(
+                    flat[position[id(weight)]]
+                )
+    return diagnostics, histograms
 
 
 def _schedule(
@@ -509,17 +552,19 @@ class _JobRun:
         ]
         self.guard = DivergenceGuard(self.terms)
         self.history = keras.callbacks.History()  # last: it sees what the others added
-        self.penalties: dict[str, float] = {}  # the epoch's penalty values, from the stack
+        # The epoch's penalty values, weight diagnostics and histograms, from the stack.
+        self.penalties: dict[str, float] = {}
+        self.diagnostics: dict[str, float] = {}
+        self.histograms: dict[str, np.ndarray] = {}
         with self._current():
-            own = make_callbacks(
-                job.cfg,
-                job.run_dir,
-                self.terms,
-                self.guard,
-                lambda: dict(self.penalties),
-                writer,
-                lambda: self.arrays,
+            sources = Sources(
+                penalty_values=lambda: dict(self.penalties),
+                diagnostics=lambda: dict(self.diagnostics),
+                histograms=lambda: self.histograms,
+                state=lambda: self.arrays,
+                checkpoint_writer=writer,
             )
+            own = make_callbacks(job.cfg, job.run_dir, self.terms, self.guard, sources)
             self.callbacks = keras.callbacks.CallbackList([*own, self.history], model=template)
             self.callbacks.on_train_begin()
         self.state: list[np.ndarray] | None = None
