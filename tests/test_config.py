@@ -57,6 +57,31 @@ def test_every_option_composes_and_validates(override, tmp_path):
     assert cfg[group].get("name", option) == ("quartic" if option == "custom" else option)
 
 
+def test_configs_dump_as_omegaconf_writes_them(tmp_path):
+    from omegaconf import OmegaConf
+
+    from regfw.config.dump import _DUMPER, to_yaml
+
+    assert _DUMPER is not None  # PyYAML's wheels carry libyaml: else this is OmegaConf's path
+    (tmp_path / "data.csv").write_text("a,label\n1,0\n")
+    configs = [
+        compose([f"{g}={o}", *(n.format(tmp=tmp_path) for n in NEEDS.get(f"{g}={o}", []))],
+                return_hydra_config=True)
+        for g in GROUPS if g not in ("experiment", "constraint", "callbacks")
+        for o in group_options(g)
+    ]  # fmt: skip
+    configs.append(OmegaConf.create({
+        "numbers": ["1e-4", "yes", "", "null", "~", "0x10", "${x}", " lead", "#c", "'q'", '"dq"'],
+        "text": {"multi": "two\nlines", "colon": "a: b", "tab": "a\tb", "accent": "é",
+                 "long": "words " * 40, "emoji": "\U0001F600"},
+        "values": [1, None, True, 1.5e-10, float("inf"), float("nan"), -0.0],
+    }))  # fmt: skip
+    for cfg in configs:
+        assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    overrides = ["penalty.scale=1e-4", "'trainer.run_name=a b'"]
+    assert to_yaml(overrides) == OmegaConf.to_yaml(overrides)
+
+
 def test_default_config_is_the_documented_default_run():
     cfg = compose([])
     validate(cfg)

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from regfw.config.dump import to_yaml
 from regfw.config.schedules import PARAMETERS
 from regfw.config.terms import term_specs
 
@@ -40,4 +41,4 @@ def effective(cfg: DictConfig) -> dict[str, Any]:
 
 def effective_yaml(cfg: DictConfig) -> str:
     """The effective config as YAML text."""
-    return OmegaConf.to_yaml(OmegaConf.create(effective(cfg)))
+    return to_yaml(effective(cfg))

@@ -32,6 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from regfw.config.dump import to_yaml
 from regfw.errors import RunFolderError
 from regfw.runs import atomic
 from regfw.runs.lock import NAME as LOCK
@@ -283,12 +284,12 @@ def record(path: Path, cfg: DictConfig) -> None:
 
     folder = Path(path) / HYDRA
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic.write_text(folder / "config.yaml", to_yaml(cfg))
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.instance().cfg
-        atomic.write_text(folder / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+        atomic.write_text(folder / "hydra.yaml", to_yaml(hydra_cfg))
         overrides = OmegaConf.to_container(hydra_cfg.hydra.overrides.task)
-        atomic.write_text(folder / "overrides.yaml", OmegaConf.to_yaml(overrides))
+        atomic.write_text(folder / "overrides.yaml", to_yaml(overrides))
 
 
 def plan_run(path: str | os.PathLike, cfg: DictConfig, where: str) -> Plan:

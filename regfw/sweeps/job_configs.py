@@ -25,6 +25,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import Container, DictConfig, OmegaConf
 
+from regfw.config.dump import to_yaml
+
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
@@ -92,7 +94,7 @@ class JobConfigs:
         config = self._copy(master, template, parsed, values)
         if equal is None:
             composed = self.compose(master, overrides)
-            known[1] = OmegaConf.to_yaml(composed) == OmegaConf.to_yaml(config)
+            known[1] = to_yaml(composed) == to_yaml(config)
             if not known[1]:
                 log.warning(
                     "job configs: a copy of a composed job differs from Hydra's composition for "

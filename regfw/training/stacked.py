@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from regfw.build import data, models
 from regfw.build.attach import attach_penalties
+from regfw.config.dump import to_yaml
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.runs import atomic, folder
@@ -120,10 +121,10 @@ def _splits(jobs: list[StackedJob]) -> list[data.Split]:
     """Each job's data: loaded once per data config and seed (a grid's jobs mostly share them)."""
     loaded: dict[tuple[str, int], data.Split] = {}
     for job in jobs:
-        key = (OmegaConf.to_yaml(job.cfg.data), int(job.cfg.trainer.seed))
+        key = (to_yaml(job.cfg.data), int(job.cfg.trainer.seed))
         if key not in loaded:
             loaded[key] = data.load(job.cfg.data, seed=job.cfg.trainer.seed)
-    return [loaded[OmegaConf.to_yaml(j.cfg.data), int(j.cfg.trainer.seed)] for j in jobs]
+    return [loaded[to_yaml(j.cfg.data), int(j.cfg.trainer.seed)] for j in jobs]
 
 
 def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
