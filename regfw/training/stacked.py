@@ -172,7 +172,8 @@ class Program:
         template: The compiled template model (its loss and metrics built).
         terms: Its penalty terms.
         knobs: The per-job numbers it keeps as attributes.
-        job: One job's state, metrics and data (unbatched), to learn the logs' shapes from.
+        job: The shapes (`jax.ShapeDtypeStruct`) of one job's state (`flat`), `metrics`, `knob`
+            and one batch of its data (`x`, `y`, and `w` or None), to learn the logs' shapes from.
         shared: Whether every job has the same data (else the data has a job axis).
     """
 
@@ -204,10 +205,8 @@ class Program:
                 logs, (tr, nt, me) = template.test_step(state, (x, y))
             return [*tr, *nt, *flat[model_vars:]], list(me), logs
 
-        rows = jnp.arange(template_batch(job), dtype=jnp.int32)
-        probe = (job["flat"], job["metrics"], job["knob"], job["x"][rows], job["y"][rows])
-        w_probe = None if job["w"] is None else job["w"][rows]
-        train_shapes = jax.eval_shape(train_step, *probe, w_probe)[2]
+        probe = (job["flat"], job["metrics"], job["knob"], job["x"], job["y"])
+        train_shapes = jax.eval_shape(train_step, *probe, job["w"])[2]
         test_shapes = jax.eval_shape(test_step, *probe)[2]
 
         def zeros(shapes):
@@ -256,11 +255,6 @@ class Program:
         self.penalties = jax.jit(jax.vmap(job_penalties))
 
 
-def template_batch(job: dict[str, Any]) -> int:
-    """The batch size a stack's program is probed with."""
-    return int(job["batch"])
-
-
 def _orders(jobs: list[StackedJob], n: int, batch: int, epoch: int) -> tuple[Any, Any]:
     """Each job's batches of an epoch: full batches (jobs, steps, batch) and the tail (or None)."""
     orders = np.stack([pipeline.epoch_order(n, j.cfg.trainer.seed, epoch) for j in jobs])
@@ -279,14 +273,16 @@ def job_bytes(cfg: DictConfig) -> int:
     """
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     arrays = sum(a.nbytes for a in (split.x_train, split.y_train, split.x_val, split.y_val))
-    keras.backend.clear_session(free_memory=True)
+    # A throwaway model: the stack clears the session (and collects garbage) when it starts; a
+    # full collection here too took about 0.25 s each, the heap holding every job's config.
+    keras.backend.clear_session()
     model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
     variables = sum(int(np.prod(v.shape)) * 4 for v in model.weights) * 4
     try:
         outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
     except (AttributeError, ValueError, TypeError):  # a model without symbolic outputs
         outputs = 0
-    keras.backend.clear_session(free_memory=True)
+    keras.backend.clear_session()
     return arrays + variables + 3 * 4 * cfg.trainer.batch_size * outputs
 
 
@@ -355,50 +351,61 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     template, terms = build(first)
     _build_metrics(template, splits[0], batch)
     knobs = Knobs(template, terms, jobs)
-    flat = [
-        jnp.asarray(np.stack(v))
-        for v in zip(*(_initial_state(template, j) for j in jobs), strict=True)
-    ]
-    zeros = [jnp.zeros((len(jobs), *v.shape), v.dtype) for v in template.metrics_variables]
+    # Everything is made on the host and transferred at once: an eager `jnp` op (zeros, a
+    # slice, an index) compiles a program of its own for each shape, about 1 s in all.
+    states = [_initial_state(template, j) for j in jobs]
+    host_flat = [np.stack(v) for v in zip(*states, strict=True)]
+    host_zeros = [np.zeros((len(jobs), *v.shape), v.dtype) for v in template.metrics_variables]
     class_weight = data.class_weights(
         OmegaConf.to_container(first.trainer, resolve=True)["class_weight"],
         splits[0].y_train,
         splits[0].num_classes,
     )
 
-    def stacked(name: str) -> Any:
+    def stacked(name: str) -> np.ndarray:
         arrays = [getattr(s, name) for s in splits]
-        return jnp.asarray(arrays[0] if shared else np.stack(arrays))
+        return arrays[0] if shared else np.stack(arrays)
 
-    x, y, x_val, y_val = (stacked(n) for n in ("x_train", "y_train", "x_val", "y_val"))
-    w = None
+    arrays = {name: stacked(name) for name in ("x_train", "y_train", "x_val", "y_val")}
     if class_weight is not None:
         table = np.array([class_weight[c] for c in sorted(class_weight)], dtype=np.float32)
         labels = [s.y_train.reshape(-1).astype(np.int64) for s in splits]
-        w = jnp.asarray(table[labels[0]] if shared else np.stack([table[lab] for lab in labels]))
-    one = {
-        "flat": [f[0] for f in flat],
-        "metrics": [z[0] for z in zeros],
-        "knob": jnp.asarray(knobs.values[0]),
-        "x": x if shared else x[0],
-        "y": y if shared else y[0],
-        "w": None if w is None else (w if shared else w[0]),
-        "batch": min(batch, len(splits[0].x_train)),
-    }
-    program = Program(template, terms, knobs, one, shared)
+        arrays["w"] = table[labels[0]] if shared else np.stack([table[lab] for lab in labels])
     n, n_val = len(splits[0].x_train), len(splits[0].x_val)
     val_full = (n_val // batch) * batch
-    val_order = jnp.arange(val_full, dtype=jnp.int32).reshape(-1, batch)
-    val_tail = jnp.arange(val_full, n_val, dtype=jnp.int32) if val_full < n_val else None
+    arrays["val_order"] = np.arange(val_full, dtype=np.int32).reshape(-1, batch)
+    if val_full < n_val:
+        arrays["val_tail"] = np.arange(val_full, n_val, dtype=np.int32)
+    arrays["knob"] = knobs.values
+    arrays["active"] = np.ones(len(jobs), bool)
+    arrays["bad"] = np.full(len(jobs), -1, np.int32)
+    flat, zeros, arrays = jax.device_put((host_flat, host_zeros, arrays))
+    x, y, x_val, y_val = (arrays[k] for k in ("x_train", "y_train", "x_val", "y_val"))
+    w, val_order, val_tail = arrays.get("w"), arrays["val_order"], arrays.get("val_tail")
+
+    def one(array: np.ndarray) -> Any:
+        """The shape of one job's part of a stacked array."""
+        return jax.ShapeDtypeStruct(array.shape[1:], array.dtype)
+
+    rows = min(batch, n)
+    probe = {
+        "flat": [one(f) for f in host_flat],
+        "metrics": [one(z) for z in host_zeros],
+        "knob": one(knobs.values),
+        **{
+            key: jax.ShapeDtypeStruct((rows, *array.shape[1 if shared else 2 :]), array.dtype)
+            for key, array in (("x", arrays["x_train"]), ("y", arrays["y_train"]))
+        },
+        "w": None if w is None else jax.ShapeDtypeStruct((rows,), w.dtype),
+    }
+    program = Program(template, terms, knobs, probe, shared)
 
     if before_training is not None:
         before_training()
     cost = {"setup": time.perf_counter() - start, "compiling and first epoch": 0.0,
             "later epochs": 0.0, "per-job callbacks": 0.0, "saving": 0.0}  # fmt: skip
     tick = time.perf_counter()
-    knob = jnp.asarray(knobs.values)
-    active = jnp.ones(len(jobs), bool)
-    bad = jnp.full(len(jobs), -1, jnp.int32)
+    knob, active, bad = arrays["knob"], arrays["active"], arrays["bad"]
     # Every job's checkpoints are written by one thread while the stack trains on (in order).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="regfw-checkpoints") as writer:
         own = [
