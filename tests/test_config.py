@@ -57,12 +57,12 @@ def test_every_option_composes_and_validates(override, tmp_path):
     assert cfg[group].get("name", option) == ("quartic" if option == "custom" else option)
 
 
-def test_configs_dump_as_omegaconf_writes_them(tmp_path):
+def test_configs_are_written_and_read_as_omegaconf_does(tmp_path):
     from omegaconf import OmegaConf
 
-    from regfw.config.dump import _DUMPER, to_yaml
+    from regfw.config.yaml_text import _DUMPER, _LOADER, load, to_yaml
 
-    assert _DUMPER is not None  # PyYAML's wheels carry libyaml: else this is OmegaConf's path
+    assert _DUMPER and _LOADER  # PyYAML's wheels carry libyaml: else these are OmegaConf's
     (tmp_path / "data.csv").write_text("a,label\n1,0\n")
     configs = [
         compose([f"{g}={o}", *(n.format(tmp=tmp_path) for n in NEEDS.get(f"{g}={o}", []))],
@@ -76,10 +76,34 @@ def test_configs_dump_as_omegaconf_writes_them(tmp_path):
                  "long": "words " * 40, "emoji": "\U0001F600"},
         "values": [1, None, True, 1.5e-10, float("inf"), float("nan"), -0.0],
     }))  # fmt: skip
-    for cfg in configs:
-        assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
-    overrides = ["penalty.scale=1e-4", "'trainer.run_name=a b'"]
-    assert to_yaml(overrides) == OmegaConf.to_yaml(overrides)
+    configs.append(OmegaConf.create(["penalty.scale=1e-4", "'trainer.run_name=a b'"]))
+    for index, cfg in enumerate(configs):
+        text = to_yaml(cfg)
+        assert text == OmegaConf.to_yaml(cfg)
+        # Read back as OmegaConf reads it: the same values, of the same types.
+        path = tmp_path / f"{index}.yaml"
+        path.write_text(text)
+        ours, theirs = load(path), OmegaConf.load(path)
+        assert type(ours) is type(theirs)
+        assert _typed(OmegaConf.to_container(ours)) == _typed(OmegaConf.to_container(theirs))
+    for text in ("a: 1\na: 2\n", "2024-01-01\n", "- !!python/name:os.system\n"):
+        (tmp_path / "odd.yaml").write_text(text)
+        errors = []
+        for read in (load, OmegaConf.load):
+            try:
+                errors.append(repr(read(tmp_path / "odd.yaml")))
+            except Exception as error:  # the same kind of error from both
+                errors.append(type(error).__name__)
+        assert errors[0] == errors[1], text
+
+
+def _typed(value: object) -> object:
+    """A container with each leaf's type beside it (1 and 1.0 and True differ; NaN equals NaN)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, "nan" if value != value else value)
 
 
 def test_default_config_is_the_documented_default_run():

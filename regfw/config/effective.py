@@ -11,9 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.config.dump import to_yaml
 from regfw.config.schedules import PARAMETERS
 from regfw.config.terms import term_specs
+from regfw.config.yaml_text import to_yaml
 
 EMPTY_WHEN_UNUSED = ("penalties", "constraints", "plugins")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.config.dump import to_yaml
+from regfw.config.yaml_text import to_yaml
 from regfw.errors import RunFolderError
 from regfw.runs import atomic
 from regfw.runs.lock import NAME as LOCK

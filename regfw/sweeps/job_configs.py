@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import Container, DictConfig, OmegaConf
 
-from regfw.config.dump import to_yaml
+from regfw.config.yaml_text import to_yaml
 
 log = logging.getLogger(__name__)
 

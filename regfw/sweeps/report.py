@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from regfw.config import yaml_text
 from regfw.config.compose import train_command
 from regfw.runs import atomic
 from regfw.training import hparams
@@ -97,10 +98,10 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
 
 def _job_record(hydra_dir: Path) -> tuple[list[str], dict[str, Any]]:
     """A job's overrides and hyperparameter values, from its `.hydra` record."""
-    overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    overrides = OmegaConf.to_container(yaml_text.load(hydra_dir / "overrides.yaml"))
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ValueError("overrides.yaml is not a list of overrides")
-    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    cfg = yaml_text.load(hydra_dir / "config.yaml")
     hydra_yaml = hydra_dir / "hydra.yaml"
     choices = _choices(hydra_yaml) if hydra_yaml.is_file() else None
     return overrides, hparams.run_values(cfg, overrides, choices)

@@ -60,11 +60,17 @@ def flat(value: Any) -> Value:
     return json.dumps(value)
 
 
-def parse_overrides(lines: Iterable[str]) -> list[Any]:
-    """Parses command-line overrides, leaving out Hydra's own (`hydra.*`) and deletions."""
+@functools.cache
+def _parser() -> Any:
+    """Hydra's override parser, made once (making one takes milliseconds; a sweep asks per job)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = OverridesParser.create().parse_overrides(list(lines))
+    return OverridesParser.create()
+
+
+def parse_overrides(lines: Iterable[str]) -> list[Any]:
+    """Parses command-line overrides, leaving out Hydra's own (`hydra.*`) and deletions."""
+    overrides = _parser().parse_overrides(list(lines))
     return [o for o in overrides if not o.key_or_group.startswith("hydra") and not o.is_delete()]
 
 
@@ -124,15 +130,15 @@ def trial_name(run_dir: str | Path) -> str:
     if not HydraConfig.initialized():
         return Path(run_dir).name
     hydra_cfg = HydraConfig.get()
-    lines = [o.input_line for o in parse_overrides(hydra_cfg.overrides.task)]
+    overrides = parse_overrides(hydra_cfg.overrides.task)
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        return " ".join([Path(run_dir).name, *lines])
+        return " ".join([Path(run_dir).name, *(o.input_line for o in overrides)])
     sweep_file = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
     if sweep_file.is_file():
         stat = sweep_file.stat()
         keys = _swept_keys(str(sweep_file), stat.st_mtime_ns, stat.st_size)
-        lines = [line for line in lines if column(parse_overrides([line])[0]) in keys]
-    return " ".join([str(hydra_cfg.job.num), *lines])
+        overrides = [o for o in overrides if column(o) in keys]
+    return " ".join([str(hydra_cfg.job.num), *(o.input_line for o in overrides)])
 
 
 @functools.lru_cache(maxsize=8)

@@ -33,9 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from regfw.build import data, models
 from regfw.build.attach import attach_penalties
-from regfw.config.dump import to_yaml
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
+from regfw.config.yaml_text import to_yaml
 from regfw.runs import atomic, folder
 from regfw.training import checkpoints, console, events, hparams, memory, pipeline, seeding
 from regfw.training.callbacks import Sources, make_callbacks, penalty_logs
