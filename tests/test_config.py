@@ -60,6 +60,7 @@ def test_every_option_composes_and_validates(override, tmp_path):
 def test_configs_are_written_and_read_as_omegaconf_does(tmp_path):
     from omegaconf import OmegaConf
 
+    from regfw.config.effective import effective
     from regfw.config.yaml_text import _DUMPER, _LOADER, load, to_yaml
 
     assert _DUMPER and _LOADER  # PyYAML's wheels carry libyaml: else these are OmegaConf's
@@ -70,12 +71,14 @@ def test_configs_are_written_and_read_as_omegaconf_does(tmp_path):
         for g in GROUPS if g not in ("experiment", "constraint", "callbacks")
         for o in group_options(g)
     ]  # fmt: skip
-    configs.append(OmegaConf.create({
+    plain = {
         "numbers": ["1e-4", "yes", "", "null", "~", "0x10", "${x}", " lead", "#c", "'q'", '"dq"'],
         "text": {"multi": "two\nlines", "colon": "a: b", "tab": "a\tb", "accent": "é",
                  "long": "words " * 40, "emoji": "\U0001F600"},
         "values": [1, None, True, 1.5e-10, float("inf"), float("nan"), -0.0],
-    }))  # fmt: skip
+    }  # fmt: skip
+    # Configs, and plain containers (written without making a config of them first).
+    configs += [OmegaConf.create(plain), plain, effective(compose([])), [{"a": [1, "b"]}, None]]
     configs.append(OmegaConf.create(["penalty.scale=1e-4", "'trainer.run_name=a b'"]))
     for index, cfg in enumerate(configs):
         text = to_yaml(cfg)

@@ -34,12 +34,24 @@ def _dumper() -> type | None:
 _DUMPER = _dumper()
 
 
+def _plain(value: Any) -> bool:
+    """Whether `value` is dicts and lists of strings (keys too), numbers, booleans and None."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (str, int, float, bool)
+
+
 def to_yaml(cfg: Any) -> str:
     """`OmegaConf.to_yaml(cfg)` (interpolations kept, keys in order), emitted by libyaml."""
     if _DUMPER is None:
         return OmegaConf.to_yaml(cfg)
-    config = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
-    container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
+    if _plain(cfg):  # what OmegaConf.create and to_container give back as it is
+        container = cfg
+    else:
+        config = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+        container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
     text = yaml.dump(
         container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_DUMPER
     )

@@ -127,10 +127,15 @@ def _splits(jobs: list[StackedJob]) -> list[data.Split]:
     return [loaded[to_yaml(j.cfg.data), int(j.cfg.trainer.seed)] for j in jobs]
 
 
-def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
+def _initial_state(
+    template: keras.Model, job: StackedJob, optimizers: dict[str, list[np.ndarray]]
+) -> list[np.ndarray]:
     """A job's starting state: its checkpoint, or its own model built as a run alone builds it.
 
     The arrays are the trainable, non-trainable and optimizer variables, in the template's order.
+    A new optimizer's variables (its step, its learning rate, zeroed slots) depend only on its
+    config and the weights' shapes, which every job of a stack shares: `optimizers` keeps them
+    by config, so a grid builds one optimizer per distinct optimizer config.
     """
     variables = [*template.trainable_variables, *template.non_trainable_variables]
     if job.initial_epoch:
@@ -143,13 +148,16 @@ def _initial_state(template: keras.Model, job: StackedJob) -> list[np.ndarray]:
     seeding.set_random_seed(job.cfg.trainer.seed)
     model = models.build(job.cfg.model, tuple(job.cfg.data.input_shape), job.cfg.data.num_classes)
     attach_penalties(model, job.cfg)
-    optimizer = build_optimizer(job.cfg.optimizer)
-    optimizer.build(model.trainable_variables)
     own = [*model.trainable_variables, *model.non_trainable_variables]
     # Paths may differ by Keras's unique-name suffixes (`seed_generator_1/...`): compare shapes.
     if [(tuple(v.shape), v.dtype) for v in own] != [(tuple(v.shape), v.dtype) for v in variables]:
         raise ValueError(f"{job.run_dir}: its model differs from the stack's")
-    return [np.asarray(v) for v in [*own, *optimizer.variables]]
+    key = to_yaml(job.cfg.optimizer)
+    if key not in optimizers:
+        optimizer = build_optimizer(job.cfg.optimizer)
+        optimizer.build(model.trainable_variables)
+        optimizers[key] = [np.asarray(v) for v in optimizer.variables]
+    return [np.asarray(v) for v in own] + optimizers[key]
 
 
 def _build_metrics(template: keras.Model, split: data.Split, batch: int) -> None:
@@ -275,14 +283,14 @@ def job_bytes(cfg: DictConfig) -> int:
     arrays = sum(a.nbytes for a in (split.x_train, split.y_train, split.x_val, split.y_val))
     # A throwaway model: the stack clears the session (and collects garbage) when it starts; a
     # full collection here too took about 0.25 s each, the heap holding every job's config.
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
     variables = sum(int(np.prod(v.shape)) * 4 for v in model.weights) * 4
     try:
         outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
     except (AttributeError, ValueError, TypeError):  # a model without symbolic outputs
         outputs = 0
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     return arrays + variables + 3 * 4 * cfg.trainer.batch_size * outputs
 
 
@@ -353,7 +361,8 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     knobs = Knobs(template, terms, jobs)
     # Everything is made on the host and transferred at once: an eager `jnp` op (zeros, a
     # slice, an index) compiles a program of its own for each shape, about 1 s in all.
-    states = [_initial_state(template, j) for j in jobs]
+    optimizers: dict[str, list[np.ndarray]] = {}
+    states = [_initial_state(template, j, optimizers) for j in jobs]
     host_flat = [np.stack(v) for v in zip(*states, strict=True)]
     host_zeros = [np.zeros((len(jobs), *v.shape), v.dtype) for v in template.metrics_variables]
     class_weight = data.class_weights(
