@@ -11,9 +11,11 @@ Numbers the template keeps as Python attributes (an optimizer's `weight_decay`, 
 
 A job whose loss goes non-finite stops updating after that step (its state then is kept for the
 divergence attribution, as a run alone keeps it); nothing crosses the job axis, so the other jobs
-are untouched. After each epoch one more call gives every job's penalty values, and every job's
-state goes into the template for that job's own callbacks (diagnostics, TensorBoard,
-checkpoints), so each job folder is a standalone run's.
+are untouched. After each epoch one more call gives every job's penalty values, and NumPy
+computes every job's weight diagnostics and histograms at once; each job's own callbacks
+(`regfw.training.callbacks.make_callbacks`) get those and its state as host arrays (`Sources`),
+with the few variables they read through the template put in place, so each job folder is a
+standalone run's.
 """
 
 from __future__ import annotations
@@ -552,15 +554,15 @@ class _JobRun:
         position = {id(v): i for i, v in enumerate(self.variables)}
         self.keys = [(k, position[id(v)]) for k, v in checkpoints.training_state(template).items()]
         # The variables its callbacks read through the template (penalty scales, seed states, the
-        # optimizer's step and learning rate); the weights and slots come as host arrays. With
-        # callbacks of the config's own (they may read anything), each epoch loads everything.
+        # optimizer's step and learning rate); the weights and slots come to them as host arrays
+        # (`Sources`). A job with callbacks of its own, which may read anything, does not stack
+        # (`regfw.sweeps.stacking.why_alone`).
         trainable = len(template.trainable_variables)
         model_vars = trainable + len(template.non_trainable_variables)
         self.small = [
             i for i, v in enumerate(self.variables)
             if trainable <= i < model_vars or (i >= model_vars and len(v.shape) == 0)
         ]  # fmt: skip
-        self.lean = not job.cfg.get("callbacks")
         self.arrays: dict[str, np.ndarray] = {}
         specs = term_specs(job.cfg, "penalty")
         self.terms = [
@@ -614,7 +616,7 @@ class _JobRun:
         self, epoch: int, state: list[np.ndarray], logs: dict[str, float], bad_step: int | None
     ) -> bool:
         """Runs the job's callbacks for `epoch`; returns whether the job goes on."""
-        self._load(state, self.small if self.lean and bad_step is None else None)
+        self._load(state, self.small if bad_step is None else None)  # all: for the attribution
         with self._logging(), self.knobs.set([float(v) for v in self.knob]):
             if bad_step is not None:
                 where = f"epoch {epoch + 1}, batch {bad_step + 1}"
