@@ -1,5 +1,8 @@
 """regfw's command line: `python train.py [group=option ...] [key=value ...]` (see README.md)."""
 
+import atexit
+import gc
+
 import hydra
 from omegaconf import DictConfig
 
@@ -13,5 +16,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # Python does not promise to finalize objects still alive at exit, and regfw closes what it
+    # writes itself: freezing them skips the interpreter's last full garbage collection (about
+    # 0.6 s after a 64-job stacked sweep, whose heap holds every job's config and Keras's modules).
+    atexit.register(gc.freeze)
     cli.check_command_line()
     main()
