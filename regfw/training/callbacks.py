@@ -70,14 +70,20 @@ class PenaltyMonitor(keras.callbacks.Callback):
         terms: The model's penalty terms.
         values: Returns the `penalty/...` values of the current epoch (default:
             `penalty_values(terms)` on the model's weights); a stacked job's come from its stack.
+        scales: Returns each term's current scale by term name (default: its penalty's scale
+            variable); a stacked job's come from its stack.
     """
 
     def __init__(
-        self, terms: list[PenaltyTerm], values: Callable[[], dict[str, float]] | None = None
+        self,
+        terms: list[PenaltyTerm],
+        values: Callable[[], dict[str, float]] | None = None,
+        scales: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
         self.terms = terms
         self.values = values or (lambda: penalty_values(terms))
+        self.scales = scales or (lambda: {t.name: t.penalty.scale for t in terms})
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for term in self.terms:
@@ -87,7 +93,7 @@ class PenaltyMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs.update(self.values())
-            logs.update({f"penalty_scale/{t.name}": t.penalty.scale for t in self.terms})
+            logs.update({f"penalty_scale/{name}": v for name, v in self.scales().items()})
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -126,6 +132,8 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         histograms: Returns the epoch's histogram buckets by weight path
             (`events.histogram_buckets`; default: computed from the model's weights); a stacked
             job's come from its stack.
+        learning_rates: Returns the learning rate(s) as `_learning_rates` logs them (default:
+            read from the model's optimizer); a stacked job's come from its stack.
     """
 
     def __init__(
@@ -134,12 +142,14 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         histogram_freq: int = 0,
         config_text: str = "",
         histograms: Callable[[], dict[str, np.ndarray]] | None = None,
+        learning_rates: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
         self.log_dir = Path(log_dir)
         self.histogram_freq = histogram_freq
         self.config_text = config_text
         self.histograms = histograms
+        self.learning_rates = learning_rates or self._learning_rates
         self.writers = {split: events.EventWriter(self.log_dir / split)
                         for split in ("train", "validation")}  # fmt: skip
 
@@ -154,7 +164,7 @@ class RegfwTensorBoard(keras.callbacks.Callback):
         """Writes the epoch's scalars (and histograms) as Keras would, one summary per writer."""
         logs = logs or {}
         train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        train.update(self._learning_rates())
+        train.update(self.learning_rates())
         val = {k.removeprefix("val_"): v for k, v in logs.items() if k.startswith("val_")}
         for split, items in (("train", train), ("validation", val)):
             if items:
@@ -201,6 +211,8 @@ class Sources:
 
     Attributes:
         penalty_values: The epoch's `penalty/...` values (`PenaltyMonitor`).
+        penalty_scales: Each term's scale this epoch, by term name (`PenaltyMonitor`).
+        learning_rates: The learning rate(s) as TensorBoard logs them (`RegfwTensorBoard`).
         diagnostics: The epoch's weight diagnostics, without the loss ratio
             (`WeightDiagnostics`).
         histograms: The epoch's histogram buckets by weight path (`RegfwTensorBoard`).
@@ -209,6 +221,8 @@ class Sources:
     """
 
     penalty_values: Callable[[], dict[str, float]] | None = None
+    penalty_scales: Callable[[], dict[str, float]] | None = None
+    learning_rates: Callable[[], dict[str, float]] | None = None
     diagnostics: Callable[[], dict[str, float]] | None = None
     histograms: Callable[[], dict[str, np.ndarray]] | None = None
     state: Callable[[], dict[str, np.ndarray]] | None = None
@@ -232,7 +246,7 @@ def make_callbacks(
     """
     sources = sources or Sources()
     return [
-        PenaltyMonitor(terms, sources.penalty_values),
+        PenaltyMonitor(terms, sources.penalty_values, sources.penalty_scales),
         *([WeightDiagnostics(sources.diagnostics)] if cfg.trainer.diagnostics else []),
         *([EpochLine(cfg.trainer.epochs)] if cfg.trainer.verbose else []),
         RegfwTensorBoard(
@@ -240,6 +254,7 @@ def make_callbacks(
             histogram_freq=1 if cfg.trainer.histograms else 0,
             config_text=_command() + effective_yaml(cfg),
             histograms=sources.histograms,
+            learning_rates=sources.learning_rates,
         ),
         guard,
         *(

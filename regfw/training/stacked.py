@@ -553,15 +553,19 @@ class _JobRun:
         ]
         position = {id(v): i for i, v in enumerate(self.variables)}
         self.keys = [(k, position[id(v)]) for k, v in checkpoints.training_state(template).items()]
-        # The variables its callbacks read through the template (penalty scales, seed states, the
-        # optimizer's step and learning rate); the weights and slots come to them as host arrays
-        # (`Sources`). A job with callbacks of its own, which may read anything, does not stack
+        # Its callbacks get the weights, slots, penalty scales and learning rate as host arrays
+        # (`Sources`): nothing goes into the template each epoch but, for a learning rate that is
+        # not a plain variable (a schedule), the optimizer's scalars it is computed from. A job
+        # with callbacks of its own, which may read anything, does not stack
         # (`regfw.sweeps.stacking.why_alone`).
-        trainable = len(template.trainable_variables)
-        model_vars = trainable + len(template.non_trainable_variables)
+        self.scale_at = {t.name: position[id(t.penalty.scale_variable)] for t in terms}
+        optimizer = getattr(template.optimizer, "inner_optimizer", template.optimizer)
+        rate = getattr(optimizer, "_learning_rate", None)
+        self.rate_at = position.get(id(rate)) if not hasattr(optimizer, "optimizers") else None
         self.small = [
             i for i, v in enumerate(self.variables)
-            if trainable <= i < model_vars or (i >= model_vars and len(v.shape) == 0)
+            if self.rate_at is None and len(v.shape) == 0
+            and i >= len(self.variables) - len(template.optimizer.variables)
         ]  # fmt: skip
         self.arrays: dict[str, np.ndarray] = {}
         specs = term_specs(job.cfg, "penalty")
@@ -578,6 +582,12 @@ class _JobRun:
         with self._current():
             sources = Sources(
                 penalty_values=lambda: dict(self.penalties),
+                penalty_scales=lambda: {n: float(self.state[i]) for n, i in self.scale_at.items()},
+                learning_rates=(
+                    None
+                    if self.rate_at is None
+                    else lambda: {"learning_rate": float(self.state[self.rate_at])}
+                ),
                 diagnostics=lambda: dict(self.diagnostics),
                 histograms=lambda: self.histograms,
                 state=lambda: self.arrays,
@@ -606,9 +616,9 @@ class _JobRun:
         import jax
 
         which = range(len(self.variables)) if which is None else which
-        # One transfer for all of them (`assign` of a NumPy array converts each on its own).
-        for i, value in zip(which, jax.device_put([state[i] for i in which]), strict=True):
-            self.variables[i].assign(value)
+        if which:  # one transfer for all (`assign` of a NumPy array converts each on its own)
+            for i, value in zip(which, jax.device_put([state[i] for i in which]), strict=True):
+                self.variables[i].assign(value)
         self.state = state
         self.arrays = {key: state[i] for key, i in self.keys}
 
