@@ -307,6 +307,48 @@ def test_fail_on_bad_jobs_false_exits_0_and_a_diverged_job_returns_nan(tmp_path)
     assert "job 0 diverged" in result.stdout + result.stderr
 
 
+def test_a_stop_wrapped_by_tensorflow_is_recorded_as_the_stop(tmp_path):
+    # Slurm's signal can land inside a TensorFlow op (a tf.py_function), which wraps what the
+    # handler raises in its own error; the job is still recorded as timed out, with the reason.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from regfw.config.compose import conf_dir
+    from regfw.errors import JobStopped
+    from regfw.sweeps.callback import run_recorded, stopped_by
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        config = compose("config", return_hydra_config=True)
+    cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+    def wrapped_stop() -> float:
+        try:
+            raise stopped_by(JobStopped("timeout", "Slurm's time limit was near; resume it"))
+        except JobStopped as stop:
+            raise RuntimeError(
+                f"{{{{function_node}}}} JobStopped: {stop} [Op:EagerPyFunc]"
+            ) from None
+
+    def failing() -> float:
+        raise RuntimeError("a real failure")
+
+    saved = HydraConfig.instance().cfg
+    try:
+        for name, train, status, error in (
+            ("0", wrapped_stop, "timeout", "JobStopped: Slurm's time limit was near; resume it"),
+            ("1", failing, "failed", "RuntimeError: a real failure"),  # the stop is not kept
+        ):
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.runtime.output_dir = str(tmp_path / name)
+            HydraConfig.instance().set_config(config)
+            assert math.isnan(run_recorded(cfg, train))
+            metrics = read_metrics(tmp_path / name)
+            assert (metrics["status"], metrics["error"]) == (status, error)
+    finally:
+        HydraConfig.instance().cfg = saved
+
+
 @pytest.mark.parametrize(
     ("slurm_state", "own_status", "recorded"),
     [

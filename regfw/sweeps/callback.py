@@ -40,6 +40,20 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+_stops: list[JobStopped] = []  # the stops a signal handler raised in the current job
+
+
+def stopped_by(stop: JobStopped) -> JobStopped:
+    """Records a stop that a signal handler raises in the current job; returns it, to raise.
+
+    A signal lands wherever the job is. Inside a TensorFlow op (a `tf.py_function`), TensorFlow
+    wraps what the handler raises in its own error (`UnknownError: ... JobStopped: ...`);
+    `run_recorded` still records the job as stopped, with the stop's own reason.
+    """
+    _stops.append(stop)
+    return stop
+
+
 def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
     """Runs one job of a sweep; a failure is logged and recorded in the job's folder.
 
@@ -58,12 +72,15 @@ def run_recorded(cfg: DictConfig, train: Callable[[], float]) -> float:
     """
     from hydra.core.hydra_config import HydraConfig
 
+    _stops.clear()
     try:
         return train()
     except RunFolderError as error:
         log.error("job not run; the sweep goes on: %s", error)
         return math.nan
-    except Exception as error:
+    except Exception as raised:
+        # A stop that surfaced wrapped in another error (see `stopped_by`) is still the stop.
+        error = raised if isinstance(raised, JobStopped) or not _stops else _stops[-1]
         status = error.status if isinstance(error, JobStopped) else "failed"
         if full_error():
             log.exception("job %s; the sweep goes on", status)

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from regfw.errors import JobStopped
 from regfw.runs import folder
-from regfw.sweeps.callback import record_failure
+from regfw.sweeps.callback import record_failure, stopped_by
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,14 @@ def stop_at_time_limit(timeout_min: int, max_num_timeout: int) -> None:
         try:
             submitit_handler(signum, frame)  # requeues and exits, or raises
         except UncompletedJobError as error:
-            raise JobStopped(
-                "timeout",
-                f"Slurm's time limit (hydra.launcher.timeout_min={timeout_min}) was near and the "
-                f"job was not requeued (hydra.launcher.max_num_timeout={max_num_timeout}; "
-                f"submitit: {error}); continue it with trainer.resume=true and the same "
-                "hydra.sweep.dir",
+            raise stopped_by(
+                JobStopped(
+                    "timeout",
+                    f"Slurm's time limit (hydra.launcher.timeout_min={timeout_min}) was near and the "
+                    f"job was not requeued (hydra.launcher.max_num_timeout={max_num_timeout}; "
+                    f"submitit: {error}); continue it with trainer.resume=true and the same "
+                    "hydra.sweep.dir",
+                )
             ) from None
 
     signal.signal(number, handler)
