@@ -67,15 +67,13 @@ def stop_at_time_limit(timeout_min: int, max_num_timeout: int) -> None:
         try:
             submitit_handler(signum, frame)  # requeues and exits, or raises
         except UncompletedJobError as error:
-            raise stopped_by(
-                JobStopped(
-                    "timeout",
-                    f"Slurm's time limit (hydra.launcher.timeout_min={timeout_min}) was near and the "
-                    f"job was not requeued (hydra.launcher.max_num_timeout={max_num_timeout}; "
-                    f"submitit: {error}); continue it with trainer.resume=true and the same "
-                    "hydra.sweep.dir",
-                )
-            ) from None
+            reason = (
+                f"Slurm's time limit (hydra.launcher.timeout_min={timeout_min}) was near and the "
+                f"job was not requeued (hydra.launcher.max_num_timeout={max_num_timeout}; "
+                f"submitit: {error}); continue it with trainer.resume=true and the same "
+                "hydra.sweep.dir"
+            )
+            raise stopped_by(JobStopped("timeout", reason)) from None
 
     signal.signal(number, handler)
 
