@@ -121,12 +121,12 @@ def _same_split(a: data.Split, b: data.Split) -> bool:
 
 def _splits(jobs: list[StackedJob]) -> list[data.Split]:
     """Each job's data: loaded once per data config and seed (a grid's jobs mostly share them)."""
+    keys = [(to_yaml(j.cfg.data), int(j.cfg.trainer.seed)) for j in jobs]
     loaded: dict[tuple[str, int], data.Split] = {}
-    for job in jobs:
-        key = (to_yaml(job.cfg.data), int(job.cfg.trainer.seed))
+    for job, key in zip(jobs, keys, strict=True):
         if key not in loaded:
             loaded[key] = data.load(job.cfg.data, seed=job.cfg.trainer.seed)
-    return [loaded[to_yaml(j.cfg.data), int(j.cfg.trainer.seed)] for j in jobs]
+    return [loaded[key] for key in keys]
 
 
 def _initial_state(
@@ -361,6 +361,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     template, terms = build(first)
     _build_metrics(template, splits[0], batch)
     knobs = Knobs(template, terms, jobs)
+    layout = _Layout(template, terms)
     # Everything is made on the host and transferred at once: an eager `jnp` op (zeros, a
     # slice, an index) compiles a program of its own for each shape, about 1 s in all.
     optimizers: dict[str, list[np.ndarray]] = {}
@@ -420,7 +421,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     # Every job's checkpoints are written by one thread while the stack trains on (in order).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="regfw-checkpoints") as writer:
         own = [
-            _JobRun(job, template, terms, knobs, knobs.values[i], writer)
+            _JobRun(job, template, layout, terms, knobs, knobs.values[i], writer)
             for i, job in enumerate(jobs)
         ]
         for run in own:
@@ -431,7 +432,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
         running = [True] * len(jobs)
         cost["per-job callbacks"] += time.perf_counter() - tick
         for epoch in range(initial, epochs):
-            flat = _schedule(flat, template, terms, jobs, epoch)
+            flat = _schedule(flat, layout, terms, jobs, epoch)
             steps, tail = _orders(jobs, n, batch, epoch)
             tick = time.perf_counter()
             flat, _, active, bad, train_logs = program.epoch(
@@ -451,7 +452,7 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
             )
             penalties = program.penalties(flat, knob)
             host = jax.device_get((flat, active, bad, train_logs, val_logs, penalties))
-            summaries = _weight_summaries(template, jobs, host[0])
+            summaries = _weight_summaries(template, layout, jobs, host[0])
             cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
                 time.perf_counter() - tick
             )
@@ -485,50 +486,91 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     return results
 
 
+class _Layout:
+    """Where the template's variables sit in a stack's state, the same for every job.
+
+    The state lists the trainable, the non-trainable and the optimizer's variables, in that
+    order (`variables`); `position` finds a variable there by identity.
+
+    Args:
+        template: The template model, its optimizer built.
+        terms: Its penalty terms.
+
+    Attributes:
+        keys: `checkpoints.training_state`'s keys with the position of each.
+        scale_at: The position of each penalty term's scale, by term name.
+        rate_at: The position of the learning rate, or None when it is not a plain variable of
+            the one optimizer (a schedule: it is computed from the optimizer's scalars).
+        small: The optimizer's scalars a job loads into the template every epoch, so that its
+            callbacks read a scheduled learning rate there (none otherwise).
+    """
+
+    def __init__(self, template: keras.Model, terms: list[Any]) -> None:
+        optimizer_variables = list(template.optimizer.variables)
+        self.variables = [
+            *template.trainable_variables,
+            *template.non_trainable_variables,
+            *optimizer_variables,
+        ]
+        self.position = {id(v): i for i, v in enumerate(self.variables)}
+        training = checkpoints.training_state(template).items()
+        self.keys = [(key, self.position[id(v)]) for key, v in training]
+        self.scale_at = {t.name: self.position[id(t.penalty.scale_variable)] for t in terms}
+        optimizer = getattr(template.optimizer, "inner_optimizer", template.optimizer)
+        rate = getattr(optimizer, "_learning_rate", None)
+        several = hasattr(optimizer, "optimizers")
+        self.rate_at = None if several else self.position.get(id(rate))
+        first_optimizer = len(self.variables) - len(optimizer_variables)
+        self.small = [
+            i for i, v in enumerate(self.variables)
+            if self.rate_at is None and i >= first_optimizer and len(v.shape) == 0
+        ]  # fmt: skip
+
+
 def _weight_summaries(
-    template: keras.Model, jobs: list[StackedJob], flat: list[np.ndarray]
+    template: keras.Model, layout: _Layout, jobs: list[StackedJob], flat: list[np.ndarray]
 ) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
     """Every job's weight diagnostics and histogram buckets of an epoch, each computed at once.
 
     Args:
         template: The template model.
+        layout: Where its variables sit in `flat`.
         jobs: The stack's jobs.
-        flat: The stacked state on the host (`(jobs, ...)` arrays, in the template's order).
+        flat: The stacked state on the host (`(jobs, ...)` arrays).
 
     Returns:
         Each job's diagnostics (none if no job logs them) and each weight's `(jobs, 30, 3)`
         buckets by path (none if no job logs histograms).
     """
-    trainable = template.trainable_variables
-    position = {id(v): i for i, v in enumerate([*trainable, *template.non_trainable_variables])}
+
+    def stacked(variable: Any) -> np.ndarray:
+        return flat[layout.position[id(variable)]]
+
     diagnostics: list[dict[str, float]] = []
     if any(j.cfg.trainer.diagnostics for j in jobs):
-        diagnostics = stacked_model_diagnostics({v.path: flat[position[id(v)]] for v in trainable})
+        weights = {v.path: stacked(v) for v in template.trainable_variables}
+        diagnostics = stacked_model_diagnostics(weights)
     histograms = {}
     if any(j.cfg.trainer.histograms for j in jobs):
         for layer in template.layers:
             for weight in layer.weights:
-                histograms[weight.path] = events.stacked_histogram_buckets(
-                    flat[position[id(weight)]]
-                )
+                histograms[weight.path] = events.stacked_histogram_buckets(stacked(weight))
     return diagnostics, histograms
 
 
 def _schedule(
-    flat: list[Any], template: keras.Model, terms: list[Any], jobs: list[StackedJob], epoch: int
+    flat: list[Any], layout: _Layout, terms: list[Any], jobs: list[StackedJob], epoch: int
 ) -> list[Any]:
     """Each job's penalty scales for `epoch` (its schedules), in the stacked state."""
     import jax.numpy as jnp
 
-    offset = len(template.trainable_variables)
-    positions = {id(v): offset + i for i, v in enumerate(template.non_trainable_variables)}
     flat = list(flat)
     for index, term in enumerate(terms):
         specs = [term_specs(j.cfg, "penalty")[index][2] for j in jobs]
         if all((s.get("schedule") or {}).get("name", "constant") == "constant" for s in specs):
             continue
         scales = [s["scale"] * multiplier(s.get("schedule"), epoch) for s in specs]
-        position = positions[id(term.penalty.scale_variable)]
+        position = layout.scale_at[term.name]
         flat[position] = jnp.asarray(np.asarray(scales, dtype=flat[position].dtype))
     return flat
 
@@ -540,34 +582,18 @@ class _JobRun:
         self,
         job: StackedJob,
         template: keras.Model,
+        layout: _Layout,
         terms: list[Any],
         knobs: Knobs,
         knob: np.ndarray,
         writer: concurrent.futures.Executor | None = None,
     ) -> None:
         self.job, self.template, self.knobs, self.knob = job, template, knobs, knob
-        self.variables = [
-            *template.trainable_variables,
-            *template.non_trainable_variables,
-            *template.optimizer.variables,
-        ]
-        position = {id(v): i for i, v in enumerate(self.variables)}
-        self.keys = [(k, position[id(v)]) for k, v in checkpoints.training_state(template).items()]
         # Its callbacks get the weights, slots, penalty scales and learning rate as host arrays
-        # (`Sources`): nothing goes into the template each epoch but, for a learning rate that is
-        # not a plain variable (a schedule), the optimizer's scalars it is computed from. A job
-        # with callbacks of its own, which may read anything, does not stack
-        # (`regfw.sweeps.stacking.why_alone`).
-        self.scale_at = {t.name: position[id(t.penalty.scale_variable)] for t in terms}
-        optimizer = getattr(template.optimizer, "inner_optimizer", template.optimizer)
-        rate = getattr(optimizer, "_learning_rate", None)
-        self.rate_at = position.get(id(rate)) if not hasattr(optimizer, "optimizers") else None
-        self.small = [
-            i for i, v in enumerate(self.variables)
-            if self.rate_at is None and len(v.shape) == 0
-            and i >= len(self.variables) - len(template.optimizer.variables)
-        ]  # fmt: skip
-        self.arrays: dict[str, np.ndarray] = {}
+        # (`Sources`): nothing goes into the template each epoch but the scalars a scheduled
+        # learning rate is computed from (`_Layout.small`). A job with callbacks of its own,
+        # which may read anything, does not stack (`regfw.sweeps.stacking.why_alone`).
+        self.layout = layout
         specs = term_specs(job.cfg, "penalty")
         self.terms = [
             dataclasses.replace(t, base_scale=float(s["scale"]), schedule=s.get("schedule"))
@@ -582,15 +608,17 @@ class _JobRun:
         with self._current():
             sources = Sources(
                 penalty_values=lambda: dict(self.penalties),
-                penalty_scales=lambda: {n: float(self.state[i]) for n, i in self.scale_at.items()},
+                penalty_scales=lambda: {
+                    n: float(self.state[i]) for n, i in layout.scale_at.items()
+                },
                 learning_rates=(
                     None
-                    if self.rate_at is None
-                    else lambda: {"learning_rate": float(self.state[self.rate_at])}
+                    if layout.rate_at is None
+                    else lambda: {"learning_rate": float(self.state[layout.rate_at])}
                 ),
                 diagnostics=lambda: dict(self.diagnostics),
                 histograms=lambda: self.histograms,
-                state=lambda: self.arrays,
+                state=lambda: {key: self.state[i] for key, i in layout.keys},
                 checkpoint_writer=writer,
             )
             own = make_callbacks(job.cfg, job.run_dir, self.terms, self.guard, sources)
@@ -615,18 +643,18 @@ class _JobRun:
         """Puts this job's state (or its variables at `which`) and its numbers into the template."""
         import jax
 
-        which = range(len(self.variables)) if which is None else which
+        variables = self.layout.variables
+        which = range(len(variables)) if which is None else which
         if which:  # one transfer for all (`assign` of a NumPy array converts each on its own)
             for i, value in zip(which, jax.device_put([state[i] for i in which]), strict=True):
-                self.variables[i].assign(value)
+                variables[i].assign(value)
         self.state = state
-        self.arrays = {key: state[i] for key, i in self.keys}
 
     def epoch_end(
         self, epoch: int, state: list[np.ndarray], logs: dict[str, float], bad_step: int | None
     ) -> bool:
         """Runs the job's callbacks for `epoch`; returns whether the job goes on."""
-        self._load(state, self.small if bad_step is None else None)  # all: for the attribution
+        self._load(state, self.layout.small if bad_step is None else None)  # all: attribution
         with self._logging(), self.knobs.set([float(v) for v in self.knob]):
             if bad_step is not None:
                 where = f"epoch {epoch + 1}, batch {bad_step + 1}"
