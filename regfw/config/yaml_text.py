@@ -8,7 +8,8 @@ string representer, implicit resolvers (its float forms, no timestamps) and dupl
 two to four times as fast; they give the same text and the same config for every option of
 regfw's groups (`tests/test_config.py` compares them). libyaml escapes some characters the
 Python emitter writes as they are (an emoji): text with a backslash is emitted again by
-`OmegaConf.to_yaml`. Without libyaml, they are OmegaConf's.
+`OmegaConf.to_yaml`. `read` gives a file's plain data, for a reader that needs no config
+(a few keys of a job's `hydra.yaml`). Without libyaml, they are OmegaConf's.
 """
 
 from __future__ import annotations
@@ -87,12 +88,15 @@ def _loader() -> type | None:
 _LOADER = _loader()
 
 
+def read(path: str | Path) -> Any:
+    """A YAML file's plain data (dicts, lists, values) as OmegaConf's loader reads it."""
+    with open(path, encoding="utf-8") as stream:
+        return yaml.load(stream, Loader=_LOADER or get_yaml_loader())
+
+
 def load(path: str | Path) -> DictConfig | ListConfig:
     """`OmegaConf.load(path)` for a file, parsed by libyaml."""
-    if _LOADER is None:
-        return OmegaConf.load(path)
-    with open(path, encoding="utf-8") as stream:
-        data = yaml.load(stream, Loader=_LOADER)
+    data = read(path)
     if data is not None and not isinstance(data, (list, dict, str)):
         raise OSError(f"Invalid loaded object type: {type(data).__name__}")  # as OmegaConf.load
     return OmegaConf.create() if data is None else OmegaConf.create(data)

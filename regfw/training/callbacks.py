@@ -191,15 +191,11 @@ class RegfwTensorBoard(keras.callbacks.Callback):
     def _log_weights(self, epoch: int) -> None:
         """Each weight's histogram under Keras's tag (`<weight path>/histogram`)."""
         weights = [weight for layer in self.model.layers for weight in layer.weights]
-        given = self.histograms() if self.histograms else {}
-        buckets = {
-            f"{weight.path.replace(':', '_')}/histogram": (
-                given[weight.path]
-                if self.histograms
-                else events.histogram_buckets(ops.convert_to_numpy(weight))
-            )
-            for weight in weights
-        }
+        if self.histograms:
+            by_path = self.histograms()
+        else:
+            by_path = {w.path: events.histogram_buckets(ops.convert_to_numpy(w)) for w in weights}
+        buckets = {f"{w.path.replace(':', '_')}/histogram": by_path[w.path] for w in weights}
         self.writers["train"].write(events.histogram_summary(buckets), step=epoch)
 
 

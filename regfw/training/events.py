@@ -1,8 +1,9 @@
 """TensorBoard event files and summaries, written without TensorFlow.
 
-`scalars`, `histograms` and `text` build the summaries regfw's TensorBoard callback writes (one
-`Summary` per writer and epoch instead of one TensorFlow op per value: the histograms of a model's
-weights took about 80 ms an epoch as TensorFlow ops, most of a stacked job's logging), and
+`scalars`, `histogram_summary` and `text` build the summaries regfw's TensorBoard callback
+writes (one `Summary` per writer and epoch instead of one TensorFlow op per value: the histograms
+of a model's weights took about 80 ms an epoch as TensorFlow ops, most of a stacked job's
+logging), and
 `EventWriter` appends them to an event file named and framed as `tf.summary`'s writers do. A JAX
 run does not import TensorFlow at all (6 s of a short run on a 2-core machine).
 
@@ -138,13 +139,12 @@ def stacked_histogram_buckets(data: np.ndarray, bucket_count: int = BUCKETS) -> 
     return out
 
 
-def histograms(weights: dict[str, np.ndarray]) -> summary_pb2.Summary:
-    """One summary of histograms (tag to array), as `tf.summary.histogram` writes each."""
-    return histogram_summary({tag: histogram_buckets(data) for tag, data in weights.items()})
-
-
 def histogram_summary(buckets: dict[str, np.ndarray]) -> summary_pb2.Summary:
-    """One summary of histograms from their buckets (tag to `histogram_buckets`' rows)."""
+    """One summary of histograms, as `tf.summary.histogram` writes each, from their buckets.
+
+    Args:
+        buckets: Tag to `histogram_buckets`' rows.
+    """
     summary = summary_pb2.Summary()
     meta = histogram_metadata.create_summary_metadata(display_name=None, description=None)
     for tag, rows in buckets.items():
