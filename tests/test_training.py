@@ -76,6 +76,45 @@ def test_saved_model_reproduces_validation_data_loss(tmp_path, fresh_keras):
     assert result["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
 
 
+def test_model_keras_is_what_keras_saves_with_its_skipset_cache_found(tmp_path, fresh_keras):
+    import zipfile
+
+    import h5py
+    import keras
+    from keras.src.backend.common import global_state
+
+    from regfw.training import checkpoints
+    from regfw.training.trainer import build
+
+    model, _ = build(regfw.compose(["data=synthetic", "penalty=orthogonal", *FAST]))
+    model.optimizer.build(model.trainable_variables)
+    keras_file, ours = tmp_path / "keras.keras", tmp_path / "regfw.keras"
+    model.save(keras_file)  # Keras alone: its skip-sets are stored where it never looks
+    assert global_state.get_global_attribute("saving_attr_skiplist_Layer") is None
+    checkpoints.save(model, ours)
+    assert global_state.get_global_attribute("saving_attr_skiplist_Layer") is not None
+
+    def contents(path):
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json")
+            archive.extract("model.weights.h5", path.parent / path.stem)
+        arrays = {}
+        with h5py.File(path.parent / path.stem / "model.weights.h5") as weights:
+            weights.visititems(
+                lambda name, node: (
+                    arrays.update({name: node[()]}) if isinstance(node, h5py.Dataset) else None
+                )
+            )
+        return config, arrays
+
+    (config_a, arrays_a), (config_b, arrays_b) = contents(keras_file), contents(ours)
+    assert config_a == config_b
+    assert sorted(arrays_a) == sorted(arrays_b) and len(arrays_a) > 8  # kernels, slots, scale
+    for name, array in arrays_a.items():
+        np.testing.assert_array_equal(array, arrays_b[name], err_msg=name)
+    keras.saving.load_model(ours)
+
+
 def test_penalty_lowers_its_own_value(tmp_path, fresh_keras):
     base = ["data=synthetic", "penalty=orthogonal", "trainer.epochs=5", "trainer.verbose=0"]
     weak = regfw.train(regfw.compose([*base, "penalty.scale=1e-6"]), output_dir=tmp_path / "weak")
