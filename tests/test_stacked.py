@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -239,11 +240,24 @@ def test_checkpoints_written_in_the_background_keep_the_newest_state_and_their_e
 # ------------------------------------------------------------------------------------------
 
 
-def _sweep(tmp_path: Path, name: str, *args: str, launcher: str = "stacked", code: int = 0) -> Path:
+def _sweep(
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    launcher: str = "stacked",
+    code: int = 0,
+    stacks: int | None = None,
+) -> Path:
+    """Runs a sweep; with `stacks`, asserts that many stacks trained (their cost lines)."""
     sweep = tmp_path / name
     extra = ["hydra/launcher=stacked"] if launcher == "stacked" else []
     done = run_train("-m", *extra, *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
     assert done.returncode == code, done.stderr[-3000:]
+    # Each stack's programs were compiled once, on the compiler thread, and its jits used them.
+    lines = re.findall(r"stacked: \d+ jobs in .*", done.stdout)
+    assert all(" 3 programs compiled beside the setup in " in line for line in lines), lines
+    assert "compiled again" not in done.stdout + done.stderr
+    assert stacks is None or len(lines) == stacks, lines
     return sweep
 
 
@@ -325,7 +339,7 @@ def test_stacked_mlp_with_dropout_and_a_schedule_matches_each_job_alone(tmp_path
     with_histograms = [a for a in DIGITS if a != "trainer.histograms=false"]
     grid = [*with_histograms, "model.dropout=0.2", "trainer.epochs=5", "penalty.schedule.name=warmup",
             "penalty.schedule.epochs=3", "penalty.scale=1e-4,1e-2", "trainer.seed=0,1"]  # fmt: skip
-    stacked = _sweep(tmp_path, "stacked", *grid)
+    stacked = _sweep(tmp_path, "stacked", *grid, stacks=1)
     alone = _sweep(tmp_path, "alone", *grid, launcher="basic")
     worst = _assert_same_numbers(stacked, alone, first_epoch=1e-5, final=1e-3)
     print(f"mlp: worst final relative difference {worst:.2e}", file=sys.stderr)
@@ -344,7 +358,7 @@ def test_stacked_cnn_with_a_schedule_matches_each_job_alone(tmp_path):
             "trainer.epochs=5", "penalty.schedule.name=step", "penalty.schedule.every=2",
             "penalty.schedule.factor=0.5", "penalty.scale=1e-4,1e-2",
             "optimizer.learning_rate=1e-3,3e-3"]  # fmt: skip
-    stacked = _sweep(tmp_path, "stacked", *grid)
+    stacked = _sweep(tmp_path, "stacked", *grid, stacks=1)
     alone = _sweep(tmp_path, "alone", *grid, launcher="basic")
     worst = _assert_same_numbers(stacked, alone, first_epoch=1e-5, final=1e-3)
     print(f"cnn: worst final relative difference {worst:.2e}", file=sys.stderr)

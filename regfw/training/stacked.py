@@ -38,6 +38,7 @@ from regfw.build.attach import attach_penalties
 from regfw.config.schedules import multiplier
 from regfw.config.terms import term_specs
 from regfw.config.yaml_text import to_yaml
+from regfw.penalties.base import check_scale
 from regfw.runs import atomic, folder
 from regfw.training import checkpoints, console, events, hparams, memory, pipeline, seeding
 from regfw.training.callbacks import Sources, make_callbacks, penalty_logs
@@ -130,14 +131,21 @@ def _splits(jobs: list[StackedJob]) -> list[data.Split]:
 
 
 def _initial_state(
-    template: keras.Model, job: StackedJob, optimizers: dict[str, list[np.ndarray]]
+    template: keras.Model,
+    job: StackedJob,
+    layout: _Layout,
+    built: dict[str, list[np.ndarray]],
+    optimizers: dict[str, list[np.ndarray]],
 ) -> list[np.ndarray]:
     """A job's starting state: its checkpoint, or its own model built as a run alone builds it.
 
     The arrays are the trainable, non-trainable and optimizer variables, in the template's order.
-    A new optimizer's variables (its step, its learning rate, zeroed slots) depend only on its
-    config and the weights' shapes, which every job of a stack shares: `optimizers` keeps them
-    by config, so a grid builds one optimizer per distinct optimizer config.
+    A new model's weights depend on its model config, its seed and its penalties' configs but
+    for their scales, which sit in variables of their own: `built` keeps the weights by those,
+    and each job gets its own scales (a 16-scale x 4-seed grid builds 4 models). A new
+    optimizer's variables (its step, its learning rate, zeroed slots) depend only on its config
+    and the weights' shapes, which every job of a stack shares: `optimizers` keeps them by
+    config, so a grid builds one optimizer per distinct optimizer config.
     """
     variables = [*template.trainable_variables, *template.non_trainable_variables]
     if job.initial_epoch:
@@ -147,19 +155,35 @@ def _initial_state(
             arrays = {key: archive[key] for key in archive.files}
         optimizer = [arrays[f"optimizer/{v.path}"] for v in template.optimizer.variables]
         return [arrays[f"model/{v.path}"] for v in variables] + optimizer
-    seeding.set_random_seed(job.cfg.trainer.seed)
-    model = models.build(job.cfg.model, tuple(job.cfg.data.input_shape), job.cfg.data.num_classes)
-    attach_penalties(model, job.cfg)
-    own = [*model.trainable_variables, *model.non_trainable_variables]
-    # Paths may differ by Keras's unique-name suffixes (`seed_generator_1/...`): compare shapes.
-    if [(tuple(v.shape), v.dtype) for v in own] != [(tuple(v.shape), v.dtype) for v in variables]:
-        raise ValueError(f"{job.run_dir}: its model differs from the stack's")
-    key = to_yaml(job.cfg.optimizer)
-    if key not in optimizers:
-        optimizer = build_optimizer(job.cfg.optimizer)
-        optimizer.build(model.trainable_variables)
-        optimizers[key] = [np.asarray(v) for v in optimizer.variables]
-    return [np.asarray(v) for v in own] + optimizers[key]
+    cfg = job.cfg
+    specs = term_specs(cfg, "penalty")
+    key = to_yaml({
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "data": [list(cfg.data.input_shape), cfg.data.num_classes],
+        "seed": int(cfg.trainer.seed),
+        "terms": [[n, p, {k: v for k, v in s.items() if k != "scale"}] for n, p, s in specs],
+    })  # fmt: skip
+    if key not in built:
+        seeding.set_random_seed(cfg.trainer.seed)
+        model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+        attach_penalties(model, cfg)
+        own = [*model.trainable_variables, *model.non_trainable_variables]
+        # Paths may differ by Keras's unique-name suffixes (`seed_generator_1/...`): compare shapes.
+        if [(tuple(v.shape), v.dtype) for v in own] != [
+            (tuple(v.shape), v.dtype) for v in variables
+        ]:
+            raise ValueError(f"{job.run_dir}: its model differs from the stack's")
+        built[key] = [np.asarray(v) for v in own]
+    weights = list(built[key])
+    for name, _, spec in specs:  # each term's scale, as `attach_penalties` sets it
+        at = layout.scale_at[name]
+        weights[at] = np.asarray(check_scale(spec["scale"]), dtype=weights[at].dtype)
+    optimizer_key = to_yaml(cfg.optimizer)
+    if optimizer_key not in optimizers:
+        optimizer = build_optimizer(cfg.optimizer)
+        optimizer.build(template.trainable_variables)  # the same shapes as every job's
+        optimizers[optimizer_key] = [np.asarray(v) for v in optimizer.variables]
+    return weights + optimizers[optimizer_key]
 
 
 def _build_metrics(template: keras.Model, split: data.Split, batch: int) -> None:
@@ -176,15 +200,20 @@ class Program:
     """The compiled epoch and validation of a stack: one call each trains or checks every job.
 
     `penalties` gives every job's penalty values on its current state (one call for the stack,
-    instead of each job's eager `penalty_values` on the template).
+    instead of each job's eager `penalty_values` on the template). The three programs are traced
+    and lowered when this is made, and compiled by `compiler` (another thread: XLA works without
+    the GIL); the first call of each waits for its compilation.
 
     Args:
         template: The compiled template model (its loss and metrics built).
         terms: Its penalty terms.
         knobs: The per-job numbers it keeps as attributes.
-        job: The shapes (`jax.ShapeDtypeStruct`) of one job's state (`flat`), `metrics`, `knob`
-            and one batch of its data (`x`, `y`, and `w` or None), to learn the logs' shapes from.
         shared: Whether every job has the same data (else the data has a job axis).
+        shapes: The stacked arrays' shapes (`jax.ShapeDtypeStruct`, or None where absent): the
+            state `flat` and `metrics` lists, `knob`, `active`, `bad`, the data `x_train`,
+            `y_train`, `w`, `x_val`, `y_val`, the validation's `val_order` and `val_tail`, and an
+            epoch's batches `order` and `tail`.
+        compiler: Runs the compilations.
     """
 
     def __init__(
@@ -192,8 +221,9 @@ class Program:
         template: keras.Model,
         terms: list[Any],
         knobs: Knobs,
-        job: dict[str, Any],
         shared: bool,
+        shapes: dict[str, Any],
+        compiler: concurrent.futures.Executor,
     ) -> None:
         import jax
         import jax.numpy as jnp
@@ -215,8 +245,23 @@ class Program:
                 logs, (tr, nt, me) = template.test_step(state, (x, y))
             return [*tr, *nt, *flat[model_vars:]], list(me), logs
 
-        probe = (job["flat"], job["metrics"], job["knob"], job["x"], job["y"])
-        train_shapes = jax.eval_shape(train_step, *probe, job["w"])[2]
+        def one(shape: Any, axes: int = 1, rows: int | None = None) -> Any:
+            """One job's part of a stacked shape (one batch of its rows, with `rows`)."""
+            if shape is None:
+                return None
+            dims = shape.shape[axes:] if rows is None else (rows, *shape.shape[axes + 1 :])
+            return jax.ShapeDtypeStruct(dims, shape.dtype)
+
+        data_axes = 0 if shared else 1
+        rows = shapes["order"].shape[2] if shapes["order"].shape[1] else shapes["tail"].shape[1]
+        probe = (
+            [one(f) for f in shapes["flat"]],
+            [one(m) for m in shapes["metrics"]],
+            one(shapes["knob"]),
+            one(shapes["x_train"], data_axes, rows),
+            one(shapes["y_train"], data_axes, rows),
+        )
+        train_shapes = jax.eval_shape(train_step, *probe, one(shapes["w"], data_axes, rows))[2]
         test_shapes = jax.eval_shape(test_step, *probe)[2]
 
         def zeros(shapes):
@@ -260,9 +305,56 @@ class Program:
                 return [[t.value_of(v) for v in t.variables] for t in terms]
 
         data = None if shared else 0
-        self.epoch = jax.jit(jax.vmap(job_epoch, in_axes=(0, 0, 0, 0, 0, data, data, data, 0, 0)))
-        self.validate = jax.jit(jax.vmap(job_validate, in_axes=(0, 0, 0, data, data, None, None)))
-        self.penalties = jax.jit(jax.vmap(job_penalties))
+        self._epoch = jax.jit(jax.vmap(job_epoch, in_axes=(0, 0, 0, 0, 0, data, data, data, 0, 0)))
+        self._validate = jax.jit(jax.vmap(job_validate, in_axes=(0, 0, 0, data, data, None, None)))
+        self._penalties = jax.jit(jax.vmap(job_penalties))
+        # A `jax.jit` call finds the executable its `lower(...).compile()` made: nothing is
+        # compiled twice (`tests/test_stacked.py` checks each program's cache holds one entry).
+        state = (shapes["flat"], shapes["metrics"], shapes["knob"])
+        arguments = {
+            self._epoch: (*state, shapes["active"], shapes["bad"], shapes["x_train"],
+                          shapes["y_train"], shapes["w"], shapes["order"], shapes["tail"]),
+            self._validate: (*state, shapes["x_val"], shapes["y_val"], shapes["val_order"],
+                             shapes["val_tail"]),
+            self._penalties: (shapes["flat"], shapes["knob"]),
+        }  # fmt: skip
+        # Each is compiled as soon as it is lowered, while the next one is traced.
+        self._compiled = [compiler.submit(_compile, f.lower(*a)) for f, a in arguments.items()]
+
+    def epoch(self, *args: Any) -> Any:
+        """Trains every job for an epoch: `(flat, metrics, active, bad, logs)` after it."""
+        self._compiled[0].result()
+        return self._epoch(*args)
+
+    def validate(self, *args: Any) -> Any:
+        """Every job's validation pass: `(flat, metrics, logs)`."""
+        self._compiled[1].result()
+        return self._validate(*args)
+
+    def penalties(self, *args: Any) -> Any:
+        """Every job's value of every term on each of its weights."""
+        self._compiled[2].result()
+        return self._penalties(*args)
+
+    def compiled(self) -> str:
+        """How the programs were compiled, for the cost line (and a warning if twice)."""
+        seconds = sum(future.result() for future in self._compiled)
+        names = ("epoch", "validation", "penalties")
+        sizes = [f._cache_size() for f in (self._epoch, self._validate, self._penalties)]
+        again = [name for name, size in zip(names, sizes, strict=True) if size != 1]
+        if again:
+            log.warning("the stack's %s program compiled again: its arrays' shapes or types "
+                        "differ from those it was lowered for", " and ".join(again))  # fmt: skip
+        return f"3 programs compiled beside the setup in {seconds:.1f} s" + (
+            f", {' and '.join(again)} compiled again" if again else ""
+        )
+
+
+def _compile(lowered: Any) -> float:
+    """Compiles a lowered program (its `jax.jit` finds the executable); returns the seconds."""
+    tick = time.perf_counter()
+    lowered.compile()
+    return time.perf_counter() - tick
 
 
 def _orders(jobs: list[StackedJob], n: int, batch: int, epoch: int) -> tuple[Any, Any]:
@@ -284,9 +376,16 @@ def job_bytes(cfg: DictConfig) -> int:
     split = data.load(cfg.data, seed=cfg.trainer.seed)
     arrays = sum(a.nbytes for a in (split.x_train, split.y_train, split.x_val, split.y_val))
     # A throwaway model: the stack clears the session (and collects garbage) when it starts; a
-    # full collection here too took about 0.25 s each, the heap holding every job's config.
+    # full collection here too took about 0.25 s each, the heap holding every job's config. Its
+    # variables are made in a stateless scope that leaves them uninitialized: only their shapes
+    # count (the initializers' first programs compile later, beside the stack's program).
     keras.backend.clear_session(free_memory=False)
-    model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
+    except ValueError:  # a variable made from a value, not an initializer: made as usual
+        keras.backend.clear_session(free_memory=False)
+        model = models.build(cfg.model, tuple(cfg.data.input_shape), cfg.data.num_classes)
     variables = sum(int(np.prod(v.shape)) * 4 for v in model.weights) * 4
     try:
         outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
@@ -320,7 +419,8 @@ def train_stack(
 
     Args:
         jobs: The jobs.
-        before_training: Called once everything is built and checked (data, models, program),
+        before_training: Called once everything is built and checked (data, models, the program
+            traced; it compiles meanwhile),
             before anything is written: the caller records the jobs' folders there.
         budget: The bytes a stack may take (default: `available_bytes()`).
 
@@ -346,6 +446,14 @@ def train_stack(
 
 def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> list[dict[str, Any]]:
     """Trains the jobs as one program (see `train_stack`)."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="regfw-compile") as compiler:
+        return _train_stack_with(jobs, before_training, compiler)
+
+
+def _train_stack_with(
+    jobs: list[StackedJob], before_training: Any, compiler: concurrent.futures.Executor
+) -> list[dict[str, Any]]:
+    """`_train_one_stack` with its compiler thread."""
     import jax
     import jax.numpy as jnp
 
@@ -364,9 +472,6 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     layout = _Layout(template, terms)
     # Everything is made on the host and transferred at once: an eager `jnp` op (zeros, a
     # slice, an index) compiles a program of its own for each shape, about 1 s in all.
-    optimizers: dict[str, list[np.ndarray]] = {}
-    states = [_initial_state(template, j, optimizers) for j in jobs]
-    host_flat = [np.stack(v) for v in zip(*states, strict=True)]
     host_zeros = [np.zeros((len(jobs), *v.shape), v.dtype) for v in template.metrics_variables]
     class_weight = data.class_weights(
         OmegaConf.to_container(first.trainer, resolve=True)["class_weight"],
@@ -391,26 +496,35 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
     arrays["knob"] = knobs.values
     arrays["active"] = np.ones(len(jobs), bool)
     arrays["bad"] = np.full(len(jobs), -1, np.int32)
+    # The state's shapes are the template's with a job axis: the program is traced and lowered
+    # from them now, and compiled on another thread while every job's model is built, the folders
+    # are recorded and the callbacks made (XLA releases the GIL: about 2.5 s of 2 cores' work).
+    template_state = [np.asarray(v) for v in layout.variables]
+    spec = lambda a, *axis: jax.ShapeDtypeStruct((*axis, *np.shape(a)), np.asarray(a).dtype)  # noqa: E731
+    order = _orders(jobs, n, batch, initial)
+    program = Program(
+        template,
+        terms,
+        knobs,
+        shared,
+        {
+            "flat": [spec(v, len(jobs)) for v in template_state],
+            "metrics": [spec(z) for z in host_zeros],
+            **{key: spec(a) for key, a in arrays.items()},
+            "w": None if "w" not in arrays else spec(arrays["w"]),
+            "val_tail": None if "val_tail" not in arrays else spec(arrays["val_tail"]),
+            "order": spec(order[0]),
+            "tail": None if order[1] is None else spec(order[1]),
+        },
+        compiler,
+    )
+    built: dict[str, list[np.ndarray]] = {}
+    optimizers: dict[str, list[np.ndarray]] = {}
+    states = [_initial_state(template, j, layout, built, optimizers) for j in jobs]
+    host_flat = [np.stack(v) for v in zip(*states, strict=True)]
     flat, zeros, arrays = jax.device_put((host_flat, host_zeros, arrays))
     x, y, x_val, y_val = (arrays[k] for k in ("x_train", "y_train", "x_val", "y_val"))
     w, val_order, val_tail = arrays.get("w"), arrays["val_order"], arrays.get("val_tail")
-
-    def one(array: np.ndarray) -> Any:
-        """The shape of one job's part of a stacked array."""
-        return jax.ShapeDtypeStruct(array.shape[1:], array.dtype)
-
-    rows = min(batch, n)
-    probe = {
-        "flat": [one(f) for f in host_flat],
-        "metrics": [one(z) for z in host_zeros],
-        "knob": one(knobs.values),
-        **{
-            key: jax.ShapeDtypeStruct((rows, *array.shape[1 if shared else 2 :]), array.dtype)
-            for key, array in (("x", arrays["x_train"]), ("y", arrays["y_train"]))
-        },
-        "w": None if w is None else jax.ShapeDtypeStruct((rows,), w.dtype),
-    }
-    program = Program(template, terms, knobs, probe, shared)
 
     if before_training is not None:
         before_training()
@@ -431,27 +545,33 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
                     + (f", from epoch {initial}" if initial else ""))  # fmt: skip
         running = [True] * len(jobs)
         cost["per-job callbacks"] += time.perf_counter() - tick
-        for epoch in range(initial, epochs):
+
+        def dispatch(epoch: int, flat: Any, active: Any, bad: Any) -> tuple[Any, ...]:
+            """Starts an epoch, its validation and its penalty values on the device.
+
+            JAX's calls return at once; this returns `(flat, active, bad)` after the epoch and
+            what its callbacks read.
+            """
             flat = _schedule(flat, layout, terms, jobs, epoch)
             steps, tail = _orders(jobs, n, batch, epoch)
-            tick = time.perf_counter()
             flat, _, active, bad, train_logs = program.epoch(
-                flat,
-                zeros,
-                knob,
-                active,
-                bad,
-                x,
-                y,
-                w,
-                jnp.asarray(steps),
+                flat, zeros, knob, active, bad, x, y, w, jnp.asarray(steps),
                 None if tail is None else jnp.asarray(tail),
-            )
+            )  # fmt: skip
             flat, _, val_logs = program.validate(
                 flat, zeros, knob, x_val, y_val, val_order, val_tail
             )
             penalties = program.penalties(flat, knob)
-            host = jax.device_get((flat, active, bad, train_logs, val_logs, penalties))
+            return (flat, active, bad), (flat, active, bad, train_logs, val_logs, penalties)
+
+        # The next epoch runs on the device while this one's callbacks run on the host.
+        tick = time.perf_counter()
+        pending = dispatch(initial, flat, active, bad)
+        for epoch in range(initial, epochs):
+            state, outputs = pending
+            host = jax.device_get(outputs)
+            if epoch + 1 < epochs:
+                pending = dispatch(epoch + 1, *state)
             summaries = _weight_summaries(template, layout, jobs, host[0])
             cost["later epochs" if epoch > initial else "compiling and first epoch"] += (
                 time.perf_counter() - tick
@@ -472,16 +592,18 @@ def _train_one_stack(jobs: list[StackedJob], before_training: Any = None) -> lis
                     epoch, [a[i] for a in host[0]], logs, int(host[2][i]) if diverged else None
                 )
             cost["per-job callbacks"] += time.perf_counter() - tick
+            tick = time.perf_counter()
             if not any(running):
                 break
         tick = time.perf_counter()
         results = [run.finish(initial, time.perf_counter() - start) for run in own]
         cost["saving"] = time.perf_counter() - tick
     log.info(
-        "stacked: %d jobs in %.1f s: %s",
+        "stacked: %d jobs in %.1f s: %s; %s",
         len(jobs),
         time.perf_counter() - start,
         ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cost.items()),
+        program.compiled(),
     )
     return results
 
