@@ -168,6 +168,34 @@ def test_run_hparams_are_flat_values():
     }
 
 
+def test_run_hparams_from_a_records_plain_data_are_omegaconfs(tmp_path):
+    from regfw.config import yaml_text
+
+    # Interpolations (a value, and one inside a list and a mapping), a missing value, a key that
+    # is absent, one under a list, one under a scalar, nested mappings and lists.
+    data = {
+        "trainer": {"seed": 3, "lr": 0.5, "epochs": 4, "tags": ["a", "${trainer.seed}"]},
+        "penalty": {
+            "name": "l1",
+            "scale": "${trainer.lr}",
+            "schedule": {"name": "warmup", "epochs": "${trainer.epochs}"},
+            "alpha": "???",
+        },
+        "model": {"units": [8, 4], "layers": [{"units": 3}], "dropout": 0.0},
+    }
+    overrides = ["trainer.seed=3", "trainer.tags=[a,b]", "penalty.schedule.name=warmup",
+                 "penalty.alpha=???", "model.units=[8,4]", "model.layers.0.units=3",
+                 "model.missing=1", "model.dropout.x=1", "+extra.key=2"]  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml_text.to_yaml(data))
+    plain = yaml_text.read(tmp_path / "config.yaml")
+    ours = hparams.run_values(plain, overrides, {"penalty": "l1"})
+    assert ours == hparams.run_values(OmegaConf.create(plain), overrides, {"penalty": "l1"})
+    assert ours["penalty.scale"] == 0.5 and ours["trainer.tags"] == '["a", 3]'
+    assert ours["penalty.schedule.name"] == "warmup" and ours["model.units"] == "[8, 4]"
+    assert ours["model.layers.0.units"] == 3
+    assert ours["model.missing"] == ours["extra.key"] == "null"  # as a missing key always was
+
+
 def test_weight_diagnostics_match_numpy():
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(8, 5)))
