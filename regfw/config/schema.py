@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from regfw.config import keras_names
+from regfw.config import keras_names, yaml_text
 from regfw.config.backend import BACKENDS, resolve
 from regfw.config.checks import (
     SEED_MAX,
@@ -88,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_root_keys(cfg: DictConfig) -> None:
     """The top-level keys are the groups and the keys of `conf/config.yaml`."""
-    root = OmegaConf.load(conf_dir() / "config.yaml")
+    root = yaml_text.read(conf_dir() / "config.yaml")  # plain data: its keys only
     keys = sorted((set(root) - {"defaults", "hydra"}) | set(REQUIRED_GROUPS))
     for key in cfg:
         if key not in keys:
