@@ -16,6 +16,10 @@ computes every job's weight diagnostics and histograms at once; each job's own c
 (`regfw.training.callbacks.make_callbacks`) get those and its state as host arrays (`Sources`),
 with the few variables they read through the template put in place, so each job folder is a
 standalone run's.
+
+The programs are traced from shapes and compiled on another thread while every job's model is
+built, its folder recorded and its callbacks made; each epoch's successor runs on the device
+while its callbacks run on the host.
 """
 
 from __future__ import annotations
