@@ -423,9 +423,9 @@ def train_stack(
 
     Args:
         jobs: The jobs.
-        before_training: Called once everything is built and checked (data, models, the program
-            traced; it compiles meanwhile),
-            before anything is written: the caller records the jobs' folders there.
+        before_training: Called once everything is built and checked (the data, every job's
+            model, the programs traced; they compile meanwhile), before anything is written:
+            the caller records the jobs' folders there.
         budget: The bytes a stack may take (default: `available_bytes()`).
 
     Returns:
