@@ -87,7 +87,7 @@ class JobConfigs:
             config = self.compose(master, overrides)
             leaves = all(_is_leaf(config, o.key_or_group) for o in values)
             # A copy: the caller's config becomes the job's (its number, its folder).
-            self.kinds[kind] = [copy.deepcopy(config), None if values and leaves else False]
+            self.kinds[kind] = [_clone(config), None if values and leaves else False]
             return config
         template, equal = known
         if equal is False:

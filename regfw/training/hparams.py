@@ -120,14 +120,12 @@ def _select(cfg: DictConfig | Mapping[str, Any], key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None)
     node: Any = cfg
     for part in key.split("."):
-        if not isinstance(node, Mapping) or not isinstance(part, str):
-            return OmegaConf.select(OmegaConf.create(dict(cfg)), key, default=None)
+        if not isinstance(node, Mapping):  # a list index, or a key under a value
+            return _select(OmegaConf.create(dict(cfg)), key)
         if part not in node:
             return None
         node = node[part]
-    if _resolvable(node):
-        return OmegaConf.select(OmegaConf.create(dict(cfg)), key, default=None)
-    return node
+    return _select(OmegaConf.create(dict(cfg)), key) if _resolvable(node) else node
 
 
 def _resolvable(value: Any) -> bool:

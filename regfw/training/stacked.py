@@ -503,8 +503,7 @@ def _train_stack_with(
     # The state's shapes are the template's with a job axis: the program is traced and lowered
     # from them now, and compiled on another thread while every job's model is built, the folders
     # are recorded and the callbacks made (XLA releases the GIL: about 2.5 s of 2 cores' work).
-    template_state = [np.asarray(v) for v in layout.variables]
-    spec = lambda a, *axis: jax.ShapeDtypeStruct((*axis, *np.shape(a)), np.asarray(a).dtype)  # noqa: E731
+    spec = lambda a, *axis: jax.ShapeDtypeStruct((*axis, *a.shape), a.dtype)  # noqa: E731
     order = _orders(jobs, n, batch, initial)
     program = Program(
         template,
@@ -512,7 +511,7 @@ def _train_stack_with(
         knobs,
         shared,
         {
-            "flat": [spec(v, len(jobs)) for v in template_state],
+            "flat": [spec(v.value, len(jobs)) for v in layout.variables],
             "metrics": [spec(z) for z in host_zeros],
             **{key: spec(a) for key, a in arrays.items()},
             "w": None if "w" not in arrays else spec(arrays["w"]),
